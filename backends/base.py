@@ -1,0 +1,53 @@
+"""The backend interface: an encoder turns mel windows into features, a generator draws a mouth.
+
+Every backend reports its provenance with every result, because the runtime, its version, the execution provider
+(or Core ML compute unit) and the precision can each change the numbers a lane shows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+FEATURE_WIDTH = 512
+MEL_BANDS = 80
+WINDOW_FRAMES = 16
+AUDIO_TENSOR_SHAPE = (32, 16, 16)
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where a lane's numbers come from: shown next to every result in the report and the window."""
+
+    runtime: str  # "onnxruntime", "coreml-native", "coreml-emulated", "torch", "dump"
+    version: str  # version of the runtime (or "" for dumps)
+    provider: str  # execution provider / compute unit / device, e.g. "CPUExecutionProvider", "cpuOnly"
+    precision: str  # "fp32", "fp16", "mixed", "unknown"
+    source: str  # the file the numbers come from
+    details: dict[str, str] = field(default_factory=dict)  # e.g. resolved tensor names
+
+    def summary(self) -> str:
+        """One line for titles and tables, e.g. 'onnxruntime 1.22.0 · CPUExecutionProvider · fp32'."""
+        parts = [f"{self.runtime} {self.version}".strip(), self.provider, self.precision]
+        return " · ".join(p for p in parts if p)
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """Audio encoder: mel windows [B, 1, 80, 16] float32 -> features [B, 512] float32."""
+
+    provenance: Provenance
+
+    def encode(self, windows: np.ndarray) -> np.ndarray: ...
+
+
+@runtime_checkable
+class Generator(Protocol):
+    """Mouth generator: image [B, 6, S, S] and audio [B, 32, 16, 16] (float32) -> image [B, 3, S, S] in [0, 1]."""
+
+    provenance: Provenance
+    size: int  # S: 160 or 320 (or whatever square size the model takes)
+
+    def generate(self, image: np.ndarray, audio: np.ndarray) -> np.ndarray: ...

@@ -1,0 +1,1 @@
+"""Headless subcommands: the contract that tests and users script against."""
