@@ -1,0 +1,170 @@
+"""Stage 1 numerics: 16 kHz samples -> the Wav2Lip-style normalised log-mel spectrogram [T, 80].
+
+Written in plain numpy (no librosa at run time) so the app can show, and the tests can pin, every constant the
+ported pipelines disagree on: the mel scale, the FFT size, the centre padding and the dB normalisation.
+Everything is computed in float64 and only the result is cast to float32, so our reference is limited by the
+model's input precision, not by our own rounding.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from pipeline.errors import InputError
+
+SAMPLE_RATE = 16000
+N_FFT = 800
+HOP_LENGTH = 200
+WIN_LENGTH = 800
+N_MELS = 80
+FMIN = 55.0
+FMAX = 7600.0
+PREEMPHASIS = 0.97
+MIN_LEVEL_DB = -100.0
+REF_LEVEL_DB = 20.0
+MAX_ABS_VALUE = 4.0
+AMPLITUDE_FLOOR = 1e-5
+
+PadMode = Literal["constant", "reflect"]
+PAD_MODES: tuple[str, ...] = ("constant", "reflect")
+
+# Slaney's mel scale: linear (200/3 Hz per mel) up to 1 kHz, logarithmic above, with the log step chosen so that 6.4x in frequency spans 27 mels. HTK's 2595*log10(1+f/700) is a different scale,
+# and using it is one of the port divergences this app exposes.
+_SLANEY_HZ_PER_MEL = 200.0 / 3.0
+_SLANEY_BREAK_HZ = 1000.0
+_SLANEY_BREAK_MEL = _SLANEY_BREAK_HZ / _SLANEY_HZ_PER_MEL
+_SLANEY_LOG_STEP = np.log(6.4) / 27.0
+
+
+def hz_to_slaney_mel(hz: np.ndarray | float) -> np.ndarray:
+    """Frequency in Hz -> Slaney mel (linear below 1 kHz, logarithmic above)."""
+    hz = np.asarray(hz, dtype=np.float64)
+    linear = hz / _SLANEY_HZ_PER_MEL
+    with np.errstate(divide="ignore"):
+        logarithmic = _SLANEY_BREAK_MEL + np.log(np.maximum(hz, 1e-300) / _SLANEY_BREAK_HZ) / _SLANEY_LOG_STEP
+    return np.where(hz >= _SLANEY_BREAK_HZ, logarithmic, linear)
+
+
+def slaney_mel_to_hz(mel: np.ndarray | float) -> np.ndarray:
+    """Slaney mel -> frequency in Hz; the exact inverse of hz_to_slaney_mel."""
+    mel = np.asarray(mel, dtype=np.float64)
+    linear = mel * _SLANEY_HZ_PER_MEL
+    logarithmic = _SLANEY_BREAK_HZ * np.exp(_SLANEY_LOG_STEP * (mel - _SLANEY_BREAK_MEL))
+    return np.where(mel >= _SLANEY_BREAK_MEL, logarithmic, linear)
+
+
+@lru_cache(maxsize=1)
+def _cached_filterbank() -> np.ndarray:
+    fft_bin_hz = np.linspace(0.0, SAMPLE_RATE / 2.0, N_FFT // 2 + 1)
+    # N_MELS triangles need N_MELS + 2 edge frequencies, equally spaced on the mel scale.
+    edges_mel = np.linspace(hz_to_slaney_mel(FMIN), hz_to_slaney_mel(FMAX), N_MELS + 2)
+    edges_hz = slaney_mel_to_hz(edges_mel)
+    left, centre, right = edges_hz[:-2, None], edges_hz[1:-1, None], edges_hz[2:, None]
+    rising = (fft_bin_hz[None, :] - left) / (centre - left)
+    falling = (right - fft_bin_hz[None, :]) / (right - centre)
+    triangles = np.clip(np.minimum(rising, falling), 0.0, None)
+    # Slaney area normalisation: each triangle gets height 2 / (its width in Hz), so every band has the same area
+    # and a flat spectrum gives a flat mel spectrum.
+    area_norm = 2.0 / (right - left)
+    bank = triangles * area_norm
+    bank.setflags(write=False)
+    return bank
+
+
+def mel_filterbank() -> np.ndarray:
+    """The [80, 401] float64 mel filter bank (Slaney scale and area normalisation, 55-7600 Hz, n_fft 800).
+
+    Built once and cached because every lane of every session uses the same one; the returned array is read-only
+    so that no caller can corrupt the shared copy.
+    """
+    return _cached_filterbank()
+
+
+@lru_cache(maxsize=1)
+def _cached_hann() -> np.ndarray:
+    n = np.arange(WIN_LENGTH, dtype=np.float64)
+    window = 0.5 - 0.5 * np.cos(2.0 * np.pi * n / WIN_LENGTH)
+    window.setflags(write=False)
+    return window
+
+
+def hann_window() -> np.ndarray:
+    """The periodic Hann window of 800 samples (denominator 800, not 799), as scipy's get_window('hann') gives.
+
+    Periodic rather than symmetric because that is what the reference STFT uses; the symmetric one shifts every
+    magnitude slightly.
+    """
+    return _cached_hann()
+
+
+def num_mel_frames(num_samples: int) -> int:
+    """T = 1 + len // 200: the centred STFT puts one frame on every hop, including one at the very end."""
+    return 1 + int(num_samples) // HOP_LENGTH
+
+
+def preemphasis(samples: np.ndarray) -> np.ndarray:
+    """y[n] = x[n] - 0.97 x[n-1] with y[0] = x[0] (float64): boosts highs the way the Wav2Lip front end does."""
+    x = np.asarray(samples, dtype=np.float64)
+    y = x.copy()
+    y[1:] -= PREEMPHASIS * x[:-1]
+    return y
+
+
+def stft_magnitude(samples: np.ndarray, pad_mode: PadMode = "constant") -> np.ndarray:
+    """|STFT| as [T, 401] float64: 400-sample centre padding, 800-point periodic-Hann frames every 200 samples.
+
+    Frames are strided views of the padded signal, transformed in one np.fft.rfft call, so a minute of audio needs
+    no Python loop.
+    """
+    padded = np.pad(np.asarray(samples, dtype=np.float64), N_FFT // 2, mode=pad_mode)
+    frames = sliding_window_view(padded, N_FFT)[::HOP_LENGTH]
+    windowed = np.multiply(frames, hann_window())
+    return np.abs(np.fft.rfft(windowed, n=N_FFT, axis=1))
+
+
+def normalise_db(mel_magnitude: np.ndarray) -> np.ndarray:
+    """Magnitude -> 20 log10(max(1e-5, M)) - 20 -> clip(8 (S + 100) / 100 - 4, -4, 4), as a new float64 array."""
+    level_db = np.maximum(mel_magnitude, AMPLITUDE_FLOOR)
+    np.log10(level_db, out=level_db)
+    level_db *= 20.0
+    level_db -= REF_LEVEL_DB
+    # The same affine map written step by step, in place: a minute of audio is 384,000 values.
+    scaled = level_db
+    scaled -= MIN_LEVEL_DB
+    scaled *= 2.0 * MAX_ABS_VALUE / (-MIN_LEVEL_DB)
+    scaled -= MAX_ABS_VALUE
+    return np.clip(scaled, -MAX_ABS_VALUE, MAX_ABS_VALUE, out=scaled)
+
+
+@lru_cache(maxsize=1)
+def _nonzero_bins() -> slice:
+    """The FFT bins any mel band touches (about 2..380 of 401): the rest multiply by zero, so we skip them."""
+    touched = np.flatnonzero(mel_filterbank().any(axis=0))
+    return slice(int(touched[0]), int(touched[-1]) + 1)
+
+
+def melspectrogram(samples: np.ndarray, pad_mode: PadMode = "constant") -> np.ndarray:
+    """Mono 16 kHz samples -> normalised log-mel spectrogram [T, 80] float32, T = 1 + len // 200.
+
+    pad_mode "constant" (zeros) is what librosa >= 0.9 does and what the models were used with; "reflect"
+    reproduces librosa < 0.9 and only changes the first and last two frames.
+    """
+    if pad_mode not in PAD_MODES:
+        raise InputError(f"mel pad mode: expected one of {', '.join(PAD_MODES)}, found {pad_mode!r}")
+    x = np.asarray(samples)
+    if x.ndim != 1:
+        raise InputError(f"mel input: expected mono samples of shape [n], found shape {list(x.shape)}")
+    if x.size == 0:
+        raise InputError("mel input: expected at least one sample, found an empty array")
+    if pad_mode == "reflect" and x.size <= N_FFT // 2:
+        raise InputError(
+            f"mel input: reflect padding needs more than {N_FFT // 2} samples, found {x.size}"
+        )
+    magnitude = stft_magnitude(preemphasis(x), pad_mode)
+    bins = _nonzero_bins()
+    mel = magnitude[:, bins] @ mel_filterbank()[:, bins].T
+    return normalise_db(mel).astype(np.float32)
