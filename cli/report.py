@@ -1,0 +1,49 @@
+"""`report [SESSION.toml] [--json OUT.json] [--frames A:B]`: compare every lane with the reference, headless."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from cli.common import write_json
+from pipeline.errors import InputError
+from pipeline.lane import Lane, open_lanes, parse_frame_range
+from pipeline.report import build_report, format_report
+from pipeline.session import demo_session_path, load_session
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "report",
+        help="compare every lane with the reference lane, without a window",
+        description="Compare every lane of a session with its reference lane (the first unless the session says "
+        "otherwise) at the mel, feature and generator-output stages, and say where they first diverge.",
+    )
+    p.add_argument("session", nargs="?", type=Path, help="session .toml (default: the demo)")
+    p.add_argument("--json", type=Path, metavar="OUT.json", help="also write the report as JSON")
+    p.add_argument("--frames", metavar="A:B", help="output frames to compare the generators on (default: 12 spread "
+                   "over the clip)")
+    p.add_argument("--force", action="store_true", help="replace OUT.json if it exists")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    session_path = args.session or demo_session_path()
+    session = load_session(session_path)
+    lanes = open_lanes(session)
+    reference = lanes[session.reference_index]
+    frames = None
+    if args.frames is not None:
+        if not isinstance(reference, Lane):
+            raise InputError(f"reference lane {reference.name!r} failed to open: {reference.message}")
+        frames = list(parse_frame_range(args.frames, reference.num_frames))
+    report = build_report(lanes, session.reference_index, frames)
+    print(format_report(report))
+    if args.json:
+        write_json(args.json, report.to_json(), args.force)
+        print(f"\nwrote {args.json}")
+    if report.errors:
+        print(f"error: {len(report.errors)} lane(s) could not be compared (see Errors above)", file=sys.stderr)
+        return 2
+    return 0

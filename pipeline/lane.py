@@ -1,0 +1,255 @@
+"""A lane: one backend combination run over the shared audio and avatar, stage by stage.
+
+The CLI, the tests and the window all render through this class, so a frame on screen is the same array that
+`python app.py dump` writes. Each stage is computed once and cached; only the scale-dependent stages (audio tensors,
+generator outputs, frames) are recomputed when the scale changes, which is what makes the scale slider live.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from backends.base import Encoder, Generator, Provenance
+from pipeline.audio import Audio, load_audio
+from pipeline.avatar import Avatar, paste_back, ping_pong_index, prepare_input
+from pipeline.errors import InputError
+from pipeline.features import audio_tensors, pad_features
+from pipeline.mel import melspectrogram
+from pipeline.session import LaneSpec, Session
+from pipeline.windows import mel_windows, num_windows
+
+
+@dataclass(frozen=True)
+class RenderedFrame:
+    """One output frame of a lane: the full frame with the mouth pasted back, and the generator's own crop."""
+
+    image: np.ndarray  # [H, W, 3] uint8 BGR, the template frame with the generated mouth pasted back
+    crop: np.ndarray  # [S, S, 3] uint8 BGR, the generator output as drawn (truncated to uint8)
+    template_index: int
+
+
+@dataclass(frozen=True)
+class FailedLane:
+    """A lane that could not be opened; the window shows ``message`` in the lane's place."""
+
+    spec: LaneSpec
+    message: str
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+class Lane:
+    """Runs one lane's pipeline lazily: mel -> windows -> features -> (x scale) -> tensors -> generator -> frame.
+
+    Backends are opened in the constructor, so a model that will not load fails here with an InputError that names
+    the file. A lock serialises the cached stages so a worker thread and the main thread can share a lane.
+    """
+
+    def __init__(
+        self,
+        spec: LaneSpec,
+        audio: Audio,
+        avatar: Avatar | None = None,
+        pad_mode: str = "constant",
+    ) -> None:
+        from backends.registry import open_encoder, open_generator
+
+        self.spec = spec
+        self.audio = audio
+        self.avatar = avatar
+        self.pad_mode = pad_mode
+        self._lock = threading.RLock()
+        self._mel: np.ndarray | None = None
+        self._windows: np.ndarray | None = None
+        self._raw_features: np.ndarray | None = None
+        self._scaled: tuple[float, np.ndarray] | None = None
+        self._inputs: dict[int, object] = {}
+        # A lane without an encoder can still produce the mel, windows and generator inputs (the dump command).
+        self.encoder = open_encoder(spec.encoder, dict(spec.options)) if spec.encoder is not None else None
+        self.generator: Generator | None = (
+            open_generator(spec.generator, dict(spec.options)) if spec.generator is not None else None
+        )
+
+    # -- identity ---------------------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def encoder_provenance(self) -> Provenance:
+        return self._require_encoder().provenance
+
+    @property
+    def generator_provenance(self) -> Provenance | None:
+        return self.generator.provenance if self.generator is not None else None
+
+    # -- audio stages -----------------------------------------------------------------------------------------
+    def mel(self) -> np.ndarray:
+        """[T, 80] float32: from the lane's mel dump if it has one, else computed from the shared audio."""
+        with self._lock:
+            if self._mel is None:
+                if self.spec.mel is not None:
+                    from backends.dumps import load_mel_dump
+
+                    self._mel = load_mel_dump(self.spec.mel)
+                else:
+                    self._mel = melspectrogram(self.audio.samples, pad_mode=self.pad_mode)
+            return self._mel
+
+    def windows(self) -> np.ndarray:
+        """[N, 1, 80, 16] float32 encoder inputs, one per video frame."""
+        with self._lock:
+            if self._windows is None:
+                self._windows = mel_windows(self.mel())
+            return self._windows
+
+    @property
+    def num_windows(self) -> int:
+        return num_windows(self.mel().shape[0])
+
+    def raw_features(self) -> np.ndarray:
+        """[N+2, 512] float32 padded features before the lane's scale: computed once, then cached."""
+        with self._lock:
+            if self._raw_features is None:
+                encoder = self._require_encoder()
+                if isinstance(encoder, Encoder):
+                    features = np.asarray(encoder.encode(self.windows()), dtype=np.float32)
+                    expected = (self.num_windows, 512)
+                    if features.shape != expected:
+                        raise InputError(
+                            f"encoder {self.spec.encoder.name}: expected features of shape {list(expected)}, "
+                            f"found {list(features.shape)}"
+                        )
+                    self._raw_features = pad_features(features)
+                else:  # a feature dump: already [N+2, 512] (padded by the dump loader if it was [N, 512])
+                    self._raw_features = encoder.features_for(self.num_windows)
+                self._raw_features.setflags(write=False)
+            return self._raw_features
+
+    def features(self, scale: float | None = None) -> np.ndarray:
+        """[N+2, 512] features multiplied by ``scale`` (the lane's own scale when None); cached for the last scale."""
+        scale = self.spec.scale if scale is None else float(scale)
+        with self._lock:
+            if self._scaled is None or self._scaled[0] != scale:
+                raw = self.raw_features()
+                scaled = raw if scale == 1.0 else (raw * np.float32(scale)).astype(np.float32)
+                self._scaled = (scale, scaled)
+            return self._scaled[1]
+
+    @property
+    def num_frames(self) -> int:
+        """Output frames: one per padded feature row (N + 2)."""
+        return int(self.raw_features().shape[0])
+
+    def audio_tensors(self, frames: range | None = None, scale: float | None = None) -> np.ndarray:
+        """[F, 32, 16, 16] generator audio inputs for the given output frames."""
+        frames = range(self.num_frames) if frames is None else frames
+        return audio_tensors(self.features(scale), np.asarray(list(frames), dtype=np.int64))
+
+    # -- image stages -----------------------------------------------------------------------------------------
+    def _require_encoder(self):
+        if self.encoder is None:
+            raise InputError(f"lane {self.name!r}: features need an encoder model or a feature dump, but none is given")
+        return self.encoder
+
+    def _require_avatar(self) -> Avatar:
+        if self.avatar is None:
+            raise InputError(f"lane {self.name!r}: frames need an avatar folder, but the session names none")
+        return self.avatar
+
+    def _require_generator(self) -> Generator:
+        if self.generator is None:
+            raise InputError(f"lane {self.name!r}: frames need a generator model, but the lane names none")
+        return self.generator
+
+    @property
+    def image_size(self) -> int:
+        return int(self._require_generator().size)
+
+    def template_index(self, i: int) -> int:
+        """Which template frame output frame i is drawn on (ping-pong order)."""
+        return int(ping_pong_index(i, self._require_avatar().num_templates))
+
+    def generator_input(self, i: int, size: int | None = None):
+        """The prepared 6-channel input (and resized crop) for output frame i; cached per template frame."""
+        avatar = self._require_avatar()
+        size = self.image_size if size is None else size
+        k = self.template_index(i)
+        with self._lock:
+            key = (k, size)
+            prepared = self._inputs.get(key)  # type: ignore[call-overload]
+            if prepared is None:
+                prepared = prepare_input(avatar.frame(k), avatar.crop_box(k), size)
+                if len(self._inputs) > 512:
+                    self._inputs.clear()
+                self._inputs[key] = prepared  # type: ignore[index]
+            return prepared
+
+    def raw_output(self, i: int, scale: float | None = None) -> np.ndarray:
+        """[3, S, S] float32 generator output for output frame i, as the model returns it."""
+        self._check_frame(i)
+        generator = self._require_generator()
+        prepared = self.generator_input(i)
+        audio = self.audio_tensors(range(i, i + 1), scale)
+        out = generator.generate(prepared.tensor[None], audio)
+        return np.asarray(out, dtype=np.float32)[0]
+
+    def frame(self, i: int, scale: float | None = None) -> RenderedFrame:
+        """Render output frame i: generator output pasted back into its template frame."""
+        avatar = self._require_avatar()
+        out = self.raw_output(i, scale)
+        k = self.template_index(i)
+        prepared = self.generator_input(i)
+        image = paste_back(avatar.frame(k), avatar.crop_box(k), prepared.resized_crop, out)
+        crop = (np.clip(np.nan_to_num(out, nan=0.0), 0.0, 1.0) * 255.0).astype(np.uint8).transpose(1, 2, 0)
+        return RenderedFrame(image=image, crop=np.ascontiguousarray(crop), template_index=k)
+
+    def _check_frame(self, i: int) -> None:
+        if not 0 <= i < self.num_frames:
+            raise InputError(f"lane {self.name!r}: frame {i} is out of range; expected 0..{self.num_frames - 1}")
+
+
+def open_lanes(session: Session, audio: Audio | None = None, avatar: Avatar | None = None) -> list[Lane | FailedLane]:
+    """Open every lane of a session; a lane that fails becomes a FailedLane carrying the reason.
+
+    The audio and avatar are loaded once and shared (a failure there is the session's, so it raises).
+    """
+    audio = load_audio(session.audio) if audio is None else audio
+    if avatar is None and session.avatar is not None:
+        avatar = Avatar.open(session.avatar)
+    lanes: list[Lane | FailedLane] = []
+    for spec in session.lanes:
+        try:
+            lanes.append(Lane(spec, audio, avatar, pad_mode=session.pad_mode))
+        except InputError as exc:
+            lanes.append(FailedLane(spec, str(exc)))
+    return lanes
+
+
+def parse_frame_range(text: str | None, total: int) -> range:
+    """Parse 'A:B' (Python slice semantics, B exclusive, either side optional, negatives from the end)."""
+    if text is None or text == "":
+        return range(total)
+    if ":" not in text:
+        raise InputError(f"--frames {text!r}: expected A:B (for example 0:25), found no ':'")
+    left, right = text.split(":", 1)
+    try:
+        start = int(left) if left.strip() else None
+        stop = int(right) if right.strip() else None
+    except ValueError:
+        raise InputError(f"--frames {text!r}: expected integers A:B (for example 0:25)") from None
+    frames = range(total)[slice(start, stop)]
+    if len(frames) == 0:
+        raise InputError(f"--frames {text!r}: selects no frame; the clip has frames 0..{total - 1}")
+    return frames
+
+
+def resolve_path(path: str | Path) -> Path:
+    """Absolute path of a user-given path (CLI arguments resolve against the working directory)."""
+    return Path(path).expanduser().resolve()

@@ -1,0 +1,277 @@
+"""The comparison report: every lane against the reference lane, stage by stage, with a verdict.
+
+Polygraphy prints PASSED/FAILED per output; this goes further and says *where* two pipelines first diverge and
+*what kind* of divergence it is, because that is what decides the fix: a pure scale error can be corrected by a
+factor, a different zero pattern after a ReLU cannot (the weights differ), and a mel mismatch means the fault is in
+the front end, not the model.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pipeline.errors import InputError
+from pipeline.lane import FailedLane, Lane
+from pipeline.metrics import compare, stats
+
+# Largest max-abs difference that still counts as "the same" per stage. The mel and features are fp32 end to end in
+# a faithful port; generator outputs may legitimately run in fp16 (Core ML on GPU/ANE), hence the looser bound.
+STAGE_TOLERANCE = {"mel": 1e-4, "features": 1e-3, "outputs": 2e-2}
+STAGES = ("mel", "features", "outputs")
+
+
+@dataclass
+class StageComparison:
+    lane: str
+    reference: str
+    stage: str
+    max_abs: float
+    mean_abs: float
+    rel: float
+    cosine: float
+    scale: float
+    r2: float
+    correction: float
+    zero_agreement: float | None
+    tolerance: float
+    passed: bool
+    verdict: str
+    frames: list[int] | None = None
+
+
+@dataclass
+class LaneDiagnosis:
+    lane: str
+    first_divergent_stage: str | None
+    explanation: str
+
+
+@dataclass
+class Report:
+    lanes: list[dict[str, Any]]
+    comparisons: list[StageComparison]
+    diagnosis: list[LaneDiagnosis]
+    reference: str
+    frames: list[int] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return _finite_or_none(
+            {
+                "reference": self.reference,
+                "frames": self.frames,
+                "lanes": self.lanes,
+                "comparisons": [asdict(c) for c in self.comparisons],
+                "diagnosis": [asdict(d) for d in self.diagnosis],
+                "errors": self.errors,
+            }
+        )
+
+
+def _finite_or_none(value: Any) -> Any:
+    """JSON has no NaN/Inf: write them as null so every consumer can parse the file."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_none(v) for v in value]
+    if isinstance(value, np.generic):
+        return _finite_or_none(value.item())
+    return value
+
+
+def zero_pattern_agreement(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Fraction of positions where both arrays agree on being zero or non-zero (ReLU outputs).
+
+    A scaled copy keeps the zero pattern exactly (agreement 1.0); different weights do not. Returns None when neither
+    array has zeros, where the measure says nothing.
+    """
+    za, zb = a == 0, b == 0
+    if not za.any() and not zb.any():
+        return None
+    return float(np.mean(za == zb))
+
+
+def explain(stage: str, c: dict[str, float], zero_agreement: float | None, tolerance: float) -> tuple[bool, str]:
+    """Turn one stage's figures into PASSED/FAILED and a sentence a person can act on."""
+    max_abs = c["max_abs"]
+    if not math.isfinite(max_abs):
+        return False, "non-finite values (NaN/Inf) in one lane: see the per-lane statistics"
+    if max_abs <= tolerance:
+        return True, f"match (max abs {max_abs:.3g} <= {tolerance:g})"
+    scale, r2, correction = c["scale"], c["r2"], c["correction"]
+    scaled_copy = math.isfinite(r2) and r2 >= 0.999 and (zero_agreement is None or zero_agreement >= 0.999)
+    if scaled_copy and math.isfinite(scale) and abs(scale - 1.0) > 1e-3:
+        return False, (
+            f"a scaled copy of the reference (lane ≈ {scale:.4g} × reference, R² {r2:.4f}): "
+            f"multiplying the lane by {correction:.4g} fixes it"
+        )
+    parts = [f"diverges (max abs {max_abs:.3g}, cosine {c['cosine']:.3f}, R² of the best scale {r2:.3f})"]
+    if zero_agreement is not None and zero_agreement < 0.99:
+        parts.append(
+            f"zero patterns differ at {100 * (1 - zero_agreement):.1f}% of positions, so no scale factor can fix it: "
+            "the weights (or the input) differ"
+        )
+    elif math.isfinite(r2) and r2 < 0.9:
+        parts.append("not a scaled copy, so no scale factor can fix it")
+    if stage == "mel":
+        parts.append("the audio front end differs (mel scale, FFT size, padding or resampling)")
+    return False, "; ".join(parts)
+
+
+def _compare_stage(
+    stage: str, lane: Lane, reference: Lane, a: np.ndarray, b: np.ndarray, frames: list[int] | None
+) -> StageComparison:
+    if a.shape != b.shape:
+        raise InputError(f"{stage}: lane {lane.name!r} has shape {list(a.shape)}, reference has {list(b.shape)}")
+    c = asdict(compare(a, b))
+    zeros = zero_pattern_agreement(a, b) if stage == "features" else None
+    tolerance = STAGE_TOLERANCE[stage]
+    passed, verdict = explain(stage, c, zeros, tolerance)
+    return StageComparison(
+        lane=lane.name,
+        reference=reference.name,
+        stage=stage,
+        max_abs=c["max_abs"],
+        mean_abs=c["mean_abs"],
+        rel=c["rel"],
+        cosine=c["cosine"],
+        scale=c["scale"],
+        r2=c["r2"],
+        correction=c["correction"],
+        zero_agreement=zeros,
+        tolerance=tolerance,
+        passed=passed,
+        verdict=verdict,
+        frames=frames,
+    )
+
+
+def default_report_frames(total: int, count: int = 12) -> list[int]:
+    """Evenly spaced output frames for the generator comparison when the user names none (keeps reports quick)."""
+    if total <= count:
+        return list(range(total))
+    return sorted({int(round(x)) for x in np.linspace(0, total - 1, count)})
+
+
+def lane_summary(lane: Lane | FailedLane) -> dict[str, Any]:
+    """The per-lane block of the report: provenance and feature statistics (or the reason it failed)."""
+    if isinstance(lane, FailedLane):
+        return {"name": lane.name, "error": lane.message, "provenance": None, "features": None}
+    provenance: dict[str, Any] = {"encoder": asdict(lane.encoder_provenance)}
+    if lane.generator_provenance is not None:
+        provenance["generator"] = asdict(lane.generator_provenance)
+    return {
+        "name": lane.name,
+        "encoder": str(lane.spec.encoder),
+        "generator": str(lane.spec.generator) if lane.spec.generator else None,
+        "scale": lane.spec.scale,
+        "provenance": provenance,
+        "features": asdict(stats(lane.features())),
+        "error": None,
+    }
+
+
+def build_report(
+    lanes: list[Lane | FailedLane], reference_index: int = 0, frames: list[int] | None = None
+) -> Report:
+    """Compare every working lane with the reference lane at each stage both can produce."""
+    if not lanes:
+        raise InputError("the session has no lanes to compare")
+    reference = lanes[reference_index]
+    errors = [f"lane {lane.name!r}: {lane.message}" for lane in lanes if isinstance(lane, FailedLane)]
+    summaries = []
+    for lane in lanes:
+        try:
+            summaries.append(lane_summary(lane))
+        except InputError as exc:
+            errors.append(f"lane {lane.name!r}: {exc}")
+            summaries.append({"name": lane.name, "error": str(exc), "provenance": None, "features": None})
+    if isinstance(reference, FailedLane):
+        return Report(summaries, [], [], reference.name, [], errors)
+
+    can_render = reference.generator is not None and reference.avatar is not None
+    if frames is None and can_render:
+        frames = default_report_frames(reference.num_frames)
+    frames = frames if can_render else []
+    ref_outputs = {i: reference.raw_output(i) for i in frames} if frames else {}
+
+    comparisons: list[StageComparison] = []
+    diagnosis: list[LaneDiagnosis] = []
+    for index, lane in enumerate(lanes):
+        if index == reference_index or isinstance(lane, FailedLane):
+            continue
+        lane_comparisons = []
+        try:
+            lane_comparisons.append(_compare_stage("mel", lane, reference, lane.mel(), reference.mel(), None))
+            lane_comparisons.append(
+                _compare_stage("features", lane, reference, lane.features(), reference.features(), None)
+            )
+            if frames and lane.generator is not None:
+                out = np.stack([lane.raw_output(i) for i in frames])
+                ref = np.stack([ref_outputs[i] for i in frames])
+                lane_comparisons.append(_compare_stage("outputs", lane, reference, out, ref, list(frames)))
+        except InputError as exc:
+            errors.append(f"lane {lane.name!r}: {exc}")
+        comparisons.extend(lane_comparisons)
+        diagnosis.append(_diagnose(lane.name, lane_comparisons))
+    return Report(summaries, comparisons, diagnosis, reference.name, list(frames or []), errors)
+
+
+def _diagnose(lane: str, comparisons: list[StageComparison]) -> LaneDiagnosis:
+    for c in comparisons:
+        if not c.passed:
+            return LaneDiagnosis(lane, c.stage, f"first divergence at the {c.stage} stage: {c.verdict}")
+    if not comparisons:
+        return LaneDiagnosis(lane, None, "nothing could be compared")
+    return LaneDiagnosis(lane, None, "matches the reference at every stage compared")
+
+
+def format_report(report: Report) -> str:
+    """A readable plain-text table for the terminal."""
+    lines: list[str] = []
+    lines.append("Lanes (features after scale)")
+    header = f"  {'lane':<24} {'min':>9} {'max':>9} {'mean':>9} {'std':>9} {'p1':>9} {'p99':>9} {'nan':>5} {'inf':>5}  provenance"
+    lines.append(header)
+    for lane in report.lanes:
+        if lane.get("error"):
+            lines.append(f"  {lane['name']:<24} FAILED: {lane['error']}")
+            continue
+        f = lane["features"]
+        enc = lane["provenance"]["encoder"]
+        prov = f"{enc['runtime']} {enc['version']} {enc['provider']} {enc['precision']}".strip()
+        lines.append(
+            f"  {lane['name']:<24} {f['min']:>9.4g} {f['max']:>9.4g} {f['mean']:>9.4g} {f['std']:>9.4g} "
+            f"{f['p1']:>9.4g} {f['p99']:>9.4g} {f['nan']:>5d} {f['inf']:>5d}  {prov}  (scale {lane['scale']:g})"
+        )
+    if report.comparisons:
+        lines.append("")
+        lines.append(f"Comparisons with the reference lane {report.reference!r}")
+        lines.append(
+            f"  {'lane':<24} {'stage':<9} {'result':<7} {'max abs':>10} {'mean abs':>10} {'cosine':>8} "
+            f"{'scale':>10} {'R²':>7}"
+        )
+        for c in report.comparisons:
+            lines.append(
+                f"  {c.lane:<24} {c.stage:<9} {'PASSED' if c.passed else 'FAILED':<7} {c.max_abs:>10.4g} "
+                f"{c.mean_abs:>10.4g} {c.cosine:>8.4f} {c.scale:>10.4g} {c.r2:>7.4f}"
+            )
+    if report.diagnosis:
+        lines.append("")
+        lines.append("Diagnosis")
+        for d in report.diagnosis:
+            lines.append(f"  {d.lane}: {d.explanation}")
+    if report.frames:
+        lines.append("")
+        lines.append(f"Generator outputs compared on frames {report.frames[0]}..{report.frames[-1]} ({len(report.frames)} frames)")
+    if report.errors:
+        lines.append("")
+        lines.append("Errors")
+        for e in report.errors:
+            lines.append(f"  {e}")
+    return "\n".join(lines)
