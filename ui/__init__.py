@@ -1,0 +1,1 @@
+"""The comparison window: PySide6 + pyqtgraph widgets on top of the Qt-free pipeline."""
