@@ -1,0 +1,249 @@
+"""Tiny ONNX models with the encoder's and generator's tensor shapes, built with onnx.helper (no torch needed).
+
+Each builder writes a model with deliberately non-standard tensor names and deterministic weights from a seed, and
+returns a pure-numpy reference of the same computation, so tests check the backend's numerics against numpy rather
+than against the backend itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+MEL_WINDOW = 80 * 16  # one flattened encoder window
+IR_VERSION = 8  # readable by every onnxruntime this project supports
+
+FIELD_ENCODER_NAMES = [("mel", "emb"), ("mel_input", "features"), ("mel_spectrogram", "var_242")]
+FIELD_GENERATOR_NAMES = [
+    {"image": "input", "audio": "audio", "output": "output"},
+    {"image": "visual_input", "audio": "audio_input", "output": "var_1677"},
+]
+
+
+def _save(graph: onnx.GraphProto, path: str | Path, opset: int) -> Path:
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="lipsync-tests")
+    model.ir_version = IR_VERSION
+    onnx.checker.check_model(model)
+    path = Path(path)
+    onnx.save(model, str(path))
+    return path
+
+
+def _batch_dim(batch: str | int) -> str | int:
+    if batch == "dynamic":
+        return "B"
+    if isinstance(batch, int) and batch >= 1:
+        return batch
+    raise ValueError(f"batch must be 'dynamic' or a positive int, got {batch!r}")
+
+
+@dataclass(frozen=True)
+class EncoderReference:
+    """relu(scale · (flatten(windows) @ weight + bias)), the builder's encoder in numpy (float64 internally)."""
+
+    weight: np.ndarray  # [1280, width]
+    bias: np.ndarray  # [width]
+    scale: float
+
+    def __call__(self, windows: np.ndarray) -> np.ndarray:
+        flat = np.asarray(windows, dtype=np.float64).reshape(len(windows), -1)
+        return np.maximum(self.scale * (flat @ self.weight.astype(np.float64) + self.bias), 0.0)
+
+
+def make_encoder(
+    path: str | Path,
+    batch: str | int = "dynamic",
+    in_name: str = "melz",
+    out_name: str = "embedding",
+    opset: int = 12,
+    fp16: bool = False,
+    scale: float = 1.0,
+    extra_output: bool = False,
+    seed: int = 0,
+    output_4d: bool = False,
+    mixed: bool = False,
+    width: int = 512,
+) -> EncoderReference:
+    """Flatten -> MatMul [1280,width] -> Add -> Mul scale -> Relu, output [B,512] (or [B,512,1,1] with output_4d).
+
+    fp16: every tensor (inputs, weights, output) is float16; the reference uses the fp16-rounded weights.
+    mixed: float32 inputs and outputs around float16 weights that are Cast up, as half-converted exports do.
+    extra_output: also expose the flattened window [B,1280], a second output detection must skip.
+    width: another feature width (e.g. 256), which detection must refuse.
+    """
+    rng = np.random.default_rng(seed)
+    weight = rng.normal(0.0, 0.05, size=(MEL_WINDOW, width)).astype(np.float32)
+    bias = rng.normal(0.5, 0.2, size=(width,)).astype(np.float32)
+    io_type = TensorProto.FLOAT16 if fp16 else TensorProto.FLOAT
+    weight_dtype = np.float16 if (fp16 or mixed) else np.float32
+    weight = weight.astype(weight_dtype)
+    bias = bias.astype(weight_dtype)
+
+    b = _batch_dim(batch)
+    out_shape = [b, width, 1, 1] if output_4d else [b, width]
+    nodes = [helper.make_node("Flatten", [in_name], ["flat"], axis=1)]
+    initializers = [
+        numpy_helper.from_array(weight, "w"),
+        numpy_helper.from_array(bias, "b"),
+        numpy_helper.from_array(np.array(scale, dtype=weight_dtype if fp16 else np.float32), "scale"),
+    ]
+    w_name, b_name = "w", "b"
+    if mixed:
+        nodes += [
+            helper.make_node("Cast", ["w"], ["w32"], to=TensorProto.FLOAT),
+            helper.make_node("Cast", ["b"], ["b32"], to=TensorProto.FLOAT),
+        ]
+        w_name, b_name = "w32", "b32"
+    nodes += [
+        helper.make_node("MatMul", ["flat", w_name], ["mm"]),
+        helper.make_node("Add", ["mm", b_name], ["biased"]),
+        helper.make_node("Mul", ["biased", "scale"], ["scaled"]),
+    ]
+    if output_4d:
+        initializers.append(numpy_helper.from_array(np.array([-1, width, 1, 1], dtype=np.int64), "shape4d"))
+        nodes += [
+            helper.make_node("Relu", ["scaled"], ["relu"]),
+            helper.make_node("Reshape", ["relu", "shape4d"], [out_name]),
+        ]
+    else:
+        nodes.append(helper.make_node("Relu", ["scaled"], [out_name]))
+
+    outputs = [helper.make_tensor_value_info(out_name, io_type, out_shape)]
+    if extra_output:
+        outputs.append(helper.make_tensor_value_info("flat", io_type, [b, MEL_WINDOW]))
+    graph = helper.make_graph(
+        nodes,
+        "tiny_encoder",
+        [helper.make_tensor_value_info(in_name, io_type, [b, 1, 80, 16])],
+        outputs,
+        initializers,
+    )
+    _save(graph, path, opset)
+    return EncoderReference(weight.astype(np.float32), bias.astype(np.float32), float(scale))
+
+
+@dataclass(frozen=True)
+class GeneratorReference:
+    """sigmoid(conv1x1(image) + conv1x1(mean over 16x16 of audio)), the builder's generator in numpy."""
+
+    image_weight: np.ndarray  # [3, 6]
+    image_bias: np.ndarray  # [3]
+    audio_weight: np.ndarray  # [3, 32]
+
+    def __call__(self, image: np.ndarray, audio: np.ndarray) -> np.ndarray:
+        image = np.asarray(image, dtype=np.float64)
+        audio_means = np.asarray(audio, dtype=np.float64).mean(axis=(2, 3))  # [B, 32]
+        per_channel = audio_means @ self.audio_weight.T.astype(np.float64)  # [B, 3]
+        mixed = np.einsum("oc,bchw->bohw", self.image_weight.astype(np.float64), image)
+        logits = mixed + self.image_bias[None, :, None, None] + per_channel[:, :, None, None]
+        return 1.0 / (1.0 + np.exp(-logits))
+
+
+def make_generator(
+    path: str | Path,
+    size: int = 160,
+    batch: str | int = "dynamic",
+    names: dict[str, str] | None = None,
+    opset: int = 17,
+    seed: int = 1,
+    audio_first: bool = False,
+) -> GeneratorReference:
+    """Image [B,6,S,S] and audio [B,32,16,16] -> sigmoid(1x1 conv of the image + per-channel audio mean) [B,3,S,S].
+
+    names: {"image": .., "audio": .., "output": ..}; defaults are unusual names no detector could guess by name.
+    audio_first: declare the audio input first, so detection cannot rely on input order either.
+    """
+    names = {"image": "frame_pair", "audio": "speech", "output": "mouth", **(names or {})}
+    rng = np.random.default_rng(seed)
+    image_weight = rng.normal(0.0, 0.5, size=(3, 6)).astype(np.float32)
+    image_bias = rng.normal(0.0, 0.1, size=(3,)).astype(np.float32)
+    audio_weight = rng.normal(0.0, 0.2, size=(3, 32)).astype(np.float32)
+    b = _batch_dim(batch)
+
+    nodes = [
+        helper.make_node("Conv", [names["image"], "wi", "bi"], ["image_mix"]),
+        helper.make_node("GlobalAveragePool", [names["audio"]], ["audio_mean"]),
+        helper.make_node("Conv", ["audio_mean", "wa"], ["audio_mix"]),
+        helper.make_node("Add", ["image_mix", "audio_mix"], ["logits"]),
+        helper.make_node("Sigmoid", ["logits"], [names["output"]]),
+    ]
+    initializers = [
+        numpy_helper.from_array(image_weight.reshape(3, 6, 1, 1), "wi"),
+        numpy_helper.from_array(image_bias, "bi"),
+        numpy_helper.from_array(audio_weight.reshape(3, 32, 1, 1), "wa"),
+    ]
+    image_in = helper.make_tensor_value_info(names["image"], TensorProto.FLOAT, [b, 6, size, size])
+    audio_in = helper.make_tensor_value_info(names["audio"], TensorProto.FLOAT, [b, 32, 16, 16])
+    inputs = [audio_in, image_in] if audio_first else [image_in, audio_in]
+    graph = helper.make_graph(
+        nodes,
+        "tiny_generator",
+        inputs,
+        [helper.make_tensor_value_info(names["output"], TensorProto.FLOAT, [b, 3, size, size])],
+        initializers,
+    )
+    _save(graph, path, opset)
+    return GeneratorReference(image_weight, image_bias, audio_weight)
+
+
+def make_lying_encoder(path: str | Path, true_width: int = 256) -> Path:
+    """Declares [B,512] but returns the first `true_width` values of the flattened window.
+
+    The width comes from a data-dependent Slice end (0 · max(x) + true_width), so neither onnx nor onnxruntime can
+    infer it when loading: only a check of what the model actually returns can catch the lie.
+    """
+    ints = lambda values, name: numpy_helper.from_array(np.array(values, dtype=np.int64), name)  # noqa: E731
+    nodes = [
+        helper.make_node("Flatten", ["mel_lie"], ["flat"], axis=1),
+        helper.make_node("ReduceMax", ["flat"], ["peak"], keepdims=0),
+        helper.make_node("Mul", ["peak", "zero"], ["nothing"]),
+        helper.make_node("Add", ["nothing", "width"], ["end_float"]),
+        helper.make_node("Cast", ["end_float"], ["end_scalar"], to=TensorProto.INT64),
+        helper.make_node("Unsqueeze", ["end_scalar", "axis0"], ["end"]),
+        helper.make_node("Slice", ["flat", "start", "end", "axis1"], ["claimed_512"]),
+    ]
+    initializers = [
+        numpy_helper.from_array(np.array(0.0, dtype=np.float32), "zero"),
+        numpy_helper.from_array(np.array(float(true_width), dtype=np.float32), "width"),
+        ints([0], "axis0"), ints([0], "start"), ints([1], "axis1"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "lying_encoder",
+        [helper.make_tensor_value_info("mel_lie", TensorProto.FLOAT, ["B", 1, 80, 16])],
+        [helper.make_tensor_value_info("claimed_512", TensorProto.FLOAT, ["B", 512])],
+        initializers,
+    )
+    return _save(graph, path, 13)
+
+
+def make_wrong_shape_model(path: str | Path) -> Path:
+    """An image classifier's shape, x [1,3,224,224] -> y [1,3]: neither an encoder nor a generator."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("GlobalAveragePool", ["x"], ["pooled"]),
+            helper.make_node("Flatten", ["pooled"], ["y"], axis=1),
+        ],
+        "classifier",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 224, 224])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+    )
+    return _save(graph, path, 13)
+
+
+def mel_windows_like(count: int, seed: int = 2) -> np.ndarray:
+    """Random windows [count,1,80,16] in the mel front end's range [-4, 4]."""
+    rng = np.random.default_rng(seed)
+    return rng.uniform(-4.0, 4.0, size=(count, 1, 80, 16)).astype(np.float32)
+
+
+def generator_inputs_like(count: int, size: int, seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Random image [count,6,S,S] in [0,1] and audio [count,32,16,16] in the features' range [0, 10]."""
+    rng = np.random.default_rng(seed)
+    image = rng.uniform(0.0, 1.0, size=(count, 6, size, size)).astype(np.float32)
+    audio = rng.uniform(0.0, 10.0, size=(count, 32, 16, 16)).astype(np.float32)
+    return image, audio
