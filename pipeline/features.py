@@ -91,6 +91,8 @@ def audio_tensors(padded: np.ndarray, frames: np.ndarray | list[int] | None = No
     values = np.asarray(_checked_shape(padded, None, "padded features"), dtype=np.float32)
     total = values.shape[0]
     index = np.arange(total) if frames is None else np.asarray(frames)
+    if index.ndim == 1 and index.size == 0:
+        index = index.astype(np.int64)  # np.asarray([]) is float64; an empty selection is still valid
     if index.ndim != 1 or not np.issubdtype(index.dtype, np.integer):
         raise InputError(f"output frames: expected a 1-D list of integers, found {index.dtype} of shape {list(index.shape)}")
     if index.size and (index.min() < 0 or index.max() >= total):
