@@ -182,8 +182,8 @@ def test_encoder_scale_is_visible_in_the_numbers(tmp_path: Path) -> None:
 
 def test_encoder_override_by_name_picks_the_named_output(tmp_path: Path) -> None:
     make_encoder(tmp_path / "e.onnx", extra_output=True)
-    with pytest.raises(InputError, match="'flat' was chosen by name"):
-        OnnxEncoder(tmp_path / "e.onnx", output_name="flat")
+    with pytest.raises(InputError, match="'tiny_flattened' was chosen by name"):
+        OnnxEncoder(tmp_path / "e.onnx", output_name="tiny_flattened")
     encoder = OnnxEncoder(tmp_path / "e.onnx", input_name="melz", output_name="embedding")
     assert encoder.tensors.output.name == "embedding"
 

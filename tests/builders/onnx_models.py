@@ -72,7 +72,7 @@ def make_encoder(
 
     fp16: every tensor (inputs, weights, output) is float16; the reference uses the fp16-rounded weights.
     mixed: float32 inputs and outputs around float16 weights that are Cast up, as half-converted exports do.
-    extra_output: also expose the flattened window [B,1280], a second output detection must skip.
+    extra_output: also expose the flattened window [B,1280] as 'tiny_flattened', an output detection must skip.
     width: another feature width (e.g. 256), which detection must refuse.
     """
     rng = np.random.default_rng(seed)
@@ -85,36 +85,36 @@ def make_encoder(
 
     b = _batch_dim(batch)
     out_shape = [b, width, 1, 1] if output_4d else [b, width]
-    nodes = [helper.make_node("Flatten", [in_name], ["flat"], axis=1)]
+    nodes = [helper.make_node("Flatten", [in_name], ["tiny_flattened"], axis=1)]
     initializers = [
-        numpy_helper.from_array(weight, "w"),
-        numpy_helper.from_array(bias, "b"),
-        numpy_helper.from_array(np.array(scale, dtype=weight_dtype if fp16 else np.float32), "scale"),
+        numpy_helper.from_array(weight, "tiny_w"),
+        numpy_helper.from_array(bias, "tiny_b"),
+        numpy_helper.from_array(np.array(scale, dtype=weight_dtype if fp16 else np.float32), "tiny_scale"),
     ]
-    w_name, b_name = "w", "b"
+    w_name, b_name = "tiny_w", "tiny_b"
     if mixed:
         nodes += [
-            helper.make_node("Cast", ["w"], ["w32"], to=TensorProto.FLOAT),
-            helper.make_node("Cast", ["b"], ["b32"], to=TensorProto.FLOAT),
+            helper.make_node("Cast", ["tiny_w"], ["tiny_w32"], to=TensorProto.FLOAT),
+            helper.make_node("Cast", ["tiny_b"], ["tiny_b32"], to=TensorProto.FLOAT),
         ]
-        w_name, b_name = "w32", "b32"
+        w_name, b_name = "tiny_w32", "tiny_b32"
     nodes += [
-        helper.make_node("MatMul", ["flat", w_name], ["mm"]),
-        helper.make_node("Add", ["mm", b_name], ["biased"]),
-        helper.make_node("Mul", ["biased", "scale"], ["scaled"]),
+        helper.make_node("MatMul", ["tiny_flattened", w_name], ["tiny_mm"]),
+        helper.make_node("Add", ["tiny_mm", b_name], ["tiny_biased"]),
+        helper.make_node("Mul", ["tiny_biased", "tiny_scale"], ["tiny_scaled"]),
     ]
     if output_4d:
-        initializers.append(numpy_helper.from_array(np.array([-1, width, 1, 1], dtype=np.int64), "shape4d"))
+        initializers.append(numpy_helper.from_array(np.array([-1, width, 1, 1], dtype=np.int64), "tiny_shape4d"))
         nodes += [
-            helper.make_node("Relu", ["scaled"], ["relu"]),
-            helper.make_node("Reshape", ["relu", "shape4d"], [out_name]),
+            helper.make_node("Relu", ["tiny_scaled"], ["tiny_relu"]),
+            helper.make_node("Reshape", ["tiny_relu", "tiny_shape4d"], [out_name]),
         ]
     else:
-        nodes.append(helper.make_node("Relu", ["scaled"], [out_name]))
+        nodes.append(helper.make_node("Relu", ["tiny_scaled"], [out_name]))
 
     outputs = [helper.make_tensor_value_info(out_name, io_type, out_shape)]
     if extra_output:
-        outputs.append(helper.make_tensor_value_info("flat", io_type, [b, MEL_WINDOW]))
+        outputs.append(helper.make_tensor_value_info("tiny_flattened", io_type, [b, MEL_WINDOW]))
     graph = helper.make_graph(
         nodes,
         "tiny_encoder",
@@ -165,16 +165,16 @@ def make_generator(
     b = _batch_dim(batch)
 
     nodes = [
-        helper.make_node("Conv", [names["image"], "wi", "bi"], ["image_mix"]),
-        helper.make_node("GlobalAveragePool", [names["audio"]], ["audio_mean"]),
-        helper.make_node("Conv", ["audio_mean", "wa"], ["audio_mix"]),
-        helper.make_node("Add", ["image_mix", "audio_mix"], ["logits"]),
-        helper.make_node("Sigmoid", ["logits"], [names["output"]]),
+        helper.make_node("Conv", [names["image"], "tiny_wi", "tiny_bi"], ["tiny_image_mix"]),
+        helper.make_node("GlobalAveragePool", [names["audio"]], ["tiny_audio_mean"]),
+        helper.make_node("Conv", ["tiny_audio_mean", "tiny_wa"], ["tiny_audio_mix"]),
+        helper.make_node("Add", ["tiny_image_mix", "tiny_audio_mix"], ["tiny_logits"]),
+        helper.make_node("Sigmoid", ["tiny_logits"], [names["output"]]),
     ]
     initializers = [
-        numpy_helper.from_array(image_weight.reshape(3, 6, 1, 1), "wi"),
-        numpy_helper.from_array(image_bias, "bi"),
-        numpy_helper.from_array(audio_weight.reshape(3, 32, 1, 1), "wa"),
+        numpy_helper.from_array(image_weight.reshape(3, 6, 1, 1), "tiny_wi"),
+        numpy_helper.from_array(image_bias, "tiny_bi"),
+        numpy_helper.from_array(audio_weight.reshape(3, 32, 1, 1), "tiny_wa"),
     ]
     image_in = helper.make_tensor_value_info(names["image"], TensorProto.FLOAT, [b, 6, size, size])
     audio_in = helper.make_tensor_value_info(names["audio"], TensorProto.FLOAT, [b, 32, 16, 16])

@@ -1,0 +1,204 @@
+"""Feature and mel dumps written by other programs (a Go or Swift port, an earlier run), read as lane sources.
+
+A dump replaces a stage of the pipeline, which is how a user compares a real port against the reference: the port
+writes its encoder output (aud_ave.npy / aud_ave.bin) or its mel, and the lane shows exactly those numbers. Every
+guess made while reading (padding, orientation, dtype conversion) is written into the provenance, so a wrong guess
+is visible instead of silent.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.errors import InputError
+
+from .base import FEATURE_WIDTH, MEL_BANDS, Provenance
+
+FEATURE_KEYS = ("features", "aud", "aud_ave", "arr_0")  # .npz keys that hold features in files seen so far
+MEL_KEYS = ("mel", "mels", "melspectrogram", "arr_0")
+FEATURE_ROW_BYTES = FEATURE_WIDTH * 4  # raw .bin: 512 little-endian float32 per row
+DUMP_SUFFIXES = (".npy", ".npz", ".bin")
+
+PRECISION_OF_DTYPE = {"float32": "fp32", "float16": "fp16", "float64": "fp64"}
+
+
+@dataclass
+class _RawArray:
+    """An array as read from disk plus notes on how it was read, before any reshaping."""
+
+    array: np.ndarray
+    notes: dict[str, str] = field(default_factory=dict)
+
+
+def _read_npy(path: Path, what: str) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise InputError(f"{what} {path}: not a NumPy .npy file ({exc})") from exc
+
+
+def _read_npz(path: Path, keys: tuple[str, ...], what: str) -> _RawArray:
+    """One array, or the one array under a known key; anything ambiguous is the user's call, not ours."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            names = list(archive.files)
+            if len(names) == 1:
+                chosen = names[0]
+            else:
+                known = [k for k in keys if k in names]
+                if len(known) != 1:
+                    raise InputError(
+                        f"{what} {path}: expected one array or one of the keys {', '.join(keys)}, found keys "
+                        f"{', '.join(names) if names else '(none)'}"
+                    )
+                chosen = known[0]
+            array = archive[chosen]
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise InputError(f"{what} {path}: not a NumPy .npz archive ({exc})") from exc
+    return _RawArray(array, {"npz key": chosen})
+
+
+def _read_raw_float32(path: Path, row_values: int, what: str) -> _RawArray:
+    size = path.stat().st_size
+    row_bytes = row_values * 4
+    if size == 0 or size % row_bytes:
+        raise InputError(
+            f"{what} {path}: expected raw little-endian float32 with {row_values} values per row, i.e. a size that "
+            f"is a non-zero multiple of {row_bytes} bytes; found {size} bytes"
+        )
+    array = np.fromfile(path, dtype="<f4").reshape(-1, row_values)
+    return _RawArray(array, {"format": f"raw little-endian float32, {row_values} per row, no header"})
+
+
+def _read_any(path: Path, keys: tuple[str, ...], row_values: int, what: str) -> _RawArray:
+    """Dispatch on the suffix; missing files and unknown suffixes are InputErrors naming what is accepted."""
+    if not path.exists():
+        raise InputError(f"{what} not found: {path}")
+    if path.is_dir():
+        raise InputError(f"{what} {path}: expected a .npy, .npz or .bin file, found a directory")
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        return _RawArray(_read_npy(path, what), {"format": "npy"})
+    if suffix == ".npz":
+        return _read_npz(path, keys, what)
+    if suffix == ".bin":
+        return _read_raw_float32(path, row_values, what)
+    raise InputError(f"{what} {path}: expected a .npy, .npz or .bin file, found {suffix or 'no suffix'}")
+
+
+def _to_float32(raw: _RawArray, what: str, path: Path) -> tuple[np.ndarray, str]:
+    """Convert numbers to float32 with a note; non-numeric arrays cannot be features."""
+    array = raw.array
+    source_dtype = str(array.dtype)
+    if array.dtype.kind not in "fiu":
+        raise InputError(f"{what} {path}: expected float32 numbers, found dtype {source_dtype}")
+    if array.dtype != np.float32:
+        raw.notes["converted"] = f"{source_dtype} -> float32"
+        array = array.astype(np.float32)
+    return array, PRECISION_OF_DTYPE.get(source_dtype, "unknown")
+
+
+def _count_non_finite(array: np.ndarray, notes: dict[str, str]) -> None:
+    """NaN and Inf are data too (a broken port writes them): keep them, but count them where the user looks."""
+    notes["nan"] = str(int(np.isnan(array).sum()))
+    notes["inf"] = str(int(np.isinf(array).sum()))
+
+
+def _drop_leading_ones(array: np.ndarray) -> np.ndarray:
+    while array.ndim > 2 and array.shape[0] == 1:
+        array = array[0]
+    return array
+
+
+def pad_rows(features: np.ndarray) -> np.ndarray:
+    """[N,512] -> [N+2,512] by repeating the first and the last row, as the reference pads aud_ave.npy."""
+    return np.concatenate([features[:1], features, features[-1:]], axis=0)
+
+
+class FeatureDump:
+    """Encoder features from a file: `.features` is [N+2,512] float32, ready for the audio tensor stage.
+
+    With `num_windows` (N, known from the audio) a dump of N rows is padded and one of N+2 rows is used as is; any
+    other count is an error. Without it the rows are used as they are, and that assumption is recorded.
+    """
+
+    def __init__(self, path: str | Path, num_windows: int | None = None) -> None:
+        self.path = Path(path)
+        what = "feature dump"
+        raw = _read_any(self.path, FEATURE_KEYS, FEATURE_WIDTH, what)
+        array, precision = _to_float32(raw, what, self.path)
+        array = _drop_leading_ones(array)
+        if array.ndim != 2 or array.shape[1] != FEATURE_WIDTH or array.shape[0] == 0:
+            raise InputError(
+                f"{what} {self.path}: expected features [N,{FEATURE_WIDTH}] or [N+2,{FEATURE_WIDTH}], "
+                f"found {list(raw.array.shape)}"
+            )
+        rows = array.shape[0]
+        notes = raw.notes
+        notes["rows in file"] = str(rows)
+        if num_windows is None:
+            notes["padding"] = f"assumed already padded: {rows} rows used as N+2 (N = {rows - 2})"
+        elif rows == num_windows:
+            array = pad_rows(array)
+            notes["padding"] = f"{rows} rows = N: padded to N+2 by repeating the first and last row"
+        elif rows == num_windows + 2:
+            notes["padding"] = f"{rows} rows = N+2: used as is"
+        else:
+            raise InputError(
+                f"{what} {self.path}: expected {num_windows} rows (N, one per window) or {num_windows + 2} rows "
+                f"(N+2, padded) for this audio, found {rows} rows"
+            )
+        _count_non_finite(array, notes)
+        self.features: np.ndarray = np.ascontiguousarray(array, dtype=np.float32)
+        self.provenance = Provenance("dump", "", "file", precision, str(self.path), notes)
+
+
+def load_feature_dump(path: str | Path, num_windows: int | None = None) -> np.ndarray:
+    """The padded features [N+2,512] float32 of a dump (see FeatureDump for the rules)."""
+    return FeatureDump(path, num_windows).features
+
+
+@dataclass(frozen=True)
+class MelDump:
+    """A mel spectrogram from a file, [T,80] float32, with how it was read."""
+
+    mel: np.ndarray
+    provenance: Provenance
+
+
+def open_mel_dump(path: str | Path) -> MelDump:
+    """Read a mel dump as [T,80]: [T,80], [80,T] and [1,80,T] are accepted; T = 80 is ambiguous and refused.
+
+    A raw .bin is read as rows of 80 float32 (time-major), the layout a C-like port writes from a [T,80] buffer.
+    """
+    path = Path(path)
+    what = "mel dump"
+    raw = _read_any(path, MEL_KEYS, MEL_BANDS, what)
+    array, precision = _to_float32(raw, what, path)
+    found = list(raw.array.shape)
+    array = _drop_leading_ones(array)
+    if array.ndim != 2 or MEL_BANDS not in array.shape:
+        raise InputError(f"{what} {path}: expected a mel [T,{MEL_BANDS}] or [{MEL_BANDS},T], found {found}")
+    if array.shape == (MEL_BANDS, MEL_BANDS):
+        raise InputError(
+            f"{what} {path}: found {found}, which could be [T,80] or [80,T]; expected a mel whose frame count is not "
+            f"80 (save it as [T,80] with a different length, or as .bin rows of 80)"
+        )
+    notes = raw.notes
+    if array.shape[1] == MEL_BANDS:
+        notes["orientation"] = f"{found} read as [T,80]"
+    else:
+        array = array.T
+        notes["orientation"] = f"{found} read as [80,T] and transposed"
+    _count_non_finite(array, notes)
+    mel = np.ascontiguousarray(array, dtype=np.float32)
+    return MelDump(mel, Provenance("dump", "", "file", precision, str(path), notes))
+
+
+def load_mel_dump(path: str | Path) -> np.ndarray:
+    """The mel of a dump as [T,80] float32 (see open_mel_dump for the accepted layouts)."""
+    return open_mel_dump(path).mel

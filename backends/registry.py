@@ -1,0 +1,115 @@
+"""Open whatever file a lane names as its encoder or generator, by the kind of file it is.
+
+Sessions name files, not runtimes: the suffix says which backend can read it. The Core ML and PyTorch backends are
+imported only when such a file is opened, so a machine without coremltools or torch still runs ONNX lanes, and the
+registry works before those modules exist.
+
+Expected of the lazily imported modules (written separately):
+  backends.coreml_backend: CoreMLEncoder(path, compute_unit=..., input_name=..., output_name=...),
+                           CoreMLGenerator(path, compute_unit=..., image_input=..., audio_input=..., output_name=...)
+  backends.torch_backend:  TorchEncoder(path, threads=...), TorchGenerator(path, threads=...)
+Only options the user actually set are passed on, so each backend keeps its own defaults.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any, Mapping
+
+from pipeline.errors import InputError
+
+from .base import Encoder, Generator
+from .dumps import DUMP_SUFFIXES, FeatureDump
+
+KNOWN_OPTIONS = ("provider", "input_name", "output_name", "image_input", "audio_input", "threads", "compute_unit")
+
+ENCODER_OPTIONS = {
+    "onnx": ("provider", "input_name", "output_name", "threads"),
+    "coreml": ("compute_unit", "input_name", "output_name"),
+    "torch": ("threads",),
+}
+GENERATOR_OPTIONS = {
+    "onnx": ("provider", "image_input", "audio_input", "output_name", "threads"),
+    "coreml": ("compute_unit", "image_input", "audio_input", "output_name"),
+    "torch": ("threads",),
+}
+LAZY_BACKENDS = {
+    "coreml": ("backends.coreml_backend", "Core ML", "CoreMLEncoder", "CoreMLGenerator"),
+    "torch": ("backends.torch_backend", "PyTorch", "TorchEncoder", "TorchGenerator"),
+}
+MODEL_SUFFIXES = {".onnx": "onnx", ".mlpackage": "coreml", ".mlmodel": "coreml", ".pth": "torch", ".pt": "torch"}
+
+
+def file_kind(path: str | Path, role: str) -> str:
+    """'onnx', 'coreml', 'torch' or 'dump' for an existing path; anything else is an InputError."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if not path.exists():
+        raise InputError(f"{role} not found: {path}")
+    if path.is_dir() and suffix != ".mlpackage":
+        raise InputError(f"{role} {path}: expected a model file or an .mlpackage folder, found a directory")
+    if suffix in MODEL_SUFFIXES:
+        return MODEL_SUFFIXES[suffix]
+    if suffix in DUMP_SUFFIXES:
+        return "dump"
+    accepted = ", ".join([*MODEL_SUFFIXES, *DUMP_SUFFIXES]) if role == "encoder" else ", ".join(MODEL_SUFFIXES)
+    raise InputError(f"{role} {path}: expected one of {accepted}, found {suffix or 'a file without a suffix'}")
+
+
+def _check_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(KNOWN_OPTIONS))
+    if unknown:
+        raise InputError(f"unknown backend option(s) {', '.join(unknown)}; known options: {', '.join(KNOWN_OPTIONS)}")
+    return options
+
+
+def _picked(options: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    return {k: options[k] for k in keys if options.get(k) is not None}
+
+
+def _lazy_class(kind: str, role: str) -> Any:
+    """Import the backend module only now; a missing module means the format is not supported yet."""
+    module_name, label, encoder_class, generator_class = LAZY_BACKENDS[kind]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:
+            raise InputError(f"{label} models are not supported yet") from exc
+        raise InputError(f"{label} models need the Python package {exc.name!r}, which is not installed") from exc
+    class_name = encoder_class if role == "encoder" else generator_class
+    cls = getattr(module, class_name, None)
+    if cls is None:
+        raise InputError(f"{label} {role}s are not supported yet ({module_name} has no {class_name})")
+    return cls
+
+
+def open_encoder(path: str | Path, options: Mapping[str, Any] | None = None, *,
+                 num_windows: int | None = None) -> Encoder | FeatureDump:
+    """An Encoder for a model file, or a FeatureDump for .npy/.npz/.bin (padded using num_windows when known)."""
+    options = _check_options(options)
+    kind = file_kind(path, "encoder")
+    if kind == "dump":
+        return FeatureDump(path, num_windows=num_windows)
+    if kind == "onnx":
+        from .onnx_backend import OnnxEncoder
+
+        return OnnxEncoder(path, **_picked(options, ENCODER_OPTIONS["onnx"]))
+    return _lazy_class(kind, "encoder")(path, **_picked(options, ENCODER_OPTIONS[kind]))
+
+
+def open_generator(path: str | Path, options: Mapping[str, Any] | None = None) -> Generator:
+    """A Generator for an .onnx, .mlpackage/.mlmodel or .pth/.pt file."""
+    options = _check_options(options)
+    kind = file_kind(path, "generator")
+    if kind == "dump":
+        raise InputError(
+            f"generator {path}: expected a model ({', '.join(MODEL_SUFFIXES)}), found a feature dump "
+            f"({Path(path).suffix}); dumps can stand in for the encoder only"
+        )
+    if kind == "onnx":
+        from .onnx_backend import OnnxGenerator
+
+        return OnnxGenerator(path, **_picked(options, GENERATOR_OPTIONS["onnx"]))
+    return _lazy_class(kind, "generator")(path, **_picked(options, GENERATOR_OPTIONS[kind]))
