@@ -96,20 +96,25 @@ def read_lms(path: str | Path) -> np.ndarray:
         lines.pop()
     if len(lines) != NUM_LANDMARKS:
         raise InputError(f"landmarks {path}: expected {NUM_LANDMARKS} lines 'x y', found {len(lines)}")
-    points = np.empty((NUM_LANDMARKS, 2), dtype=np.int64)
-    for number, line in enumerate(lines):
-        fields = line.split()
+    rows = [line.split() for line in lines]
+    if all(len(fields) == 2 for fields in rows):
         try:
-            if len(fields) != 2:
-                raise ValueError
-            values = [float(v) for v in fields]
-            if not all(math.isfinite(v) for v in values):
+            values = np.array(rows, dtype=np.float64)
+        except ValueError:
+            values = None
+        if values is not None and np.isfinite(values).all():
+            return values.astype(np.int64)  # truncates toward zero, like the reference's astype(np.int32)
+    # Slow path: names the first bad line, and parses text numpy and Python read differently (e.g. "1_0").
+    points = np.empty((NUM_LANDMARKS, 2), dtype=np.int64)
+    for number, fields in enumerate(rows):
+        try:
+            if len(fields) != 2 or not all(math.isfinite(float(v)) for v in fields):
                 raise ValueError
         except ValueError:
             raise InputError(
-                f"landmarks {path}: expected line {number + 1} to hold two numbers 'x y', found {line.strip()!r}"
+                f"landmarks {path}: expected line {number + 1} to hold two numbers 'x y', found {lines[number].strip()!r}"
             ) from None
-        points[number] = [int(v) for v in values]  # int() truncates toward zero, like astype(np.int32)
+        points[number] = [int(float(v)) for v in fields]  # int() truncates toward zero too
     return points
 
 

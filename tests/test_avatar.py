@@ -141,12 +141,13 @@ def test_read_lms_is_strict_about_the_number_of_points(tmp_path: Path, count: in
         read_lms(path)
 
 
-def test_read_lms_names_a_bad_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize("bad", ["12 abc", "12", "1 2 3", "nan 4", "5 inf", ""])
+def test_read_lms_names_a_bad_line(tmp_path: Path, bad: str) -> None:
     lines = [f"{i} {i}" for i in range(110)]
-    lines[41] = "12 abc"
+    lines[41] = bad
     path = tmp_path / "3.lms"
     path.write_text("\n".join(lines), encoding="utf-8")
-    with pytest.raises(InputError, match=r"line 42 to hold two numbers 'x y', found '12 abc'"):
+    with pytest.raises(InputError, match=rf"line 42 to hold two numbers 'x y', found '{bad}'"):
         read_lms(path)
 
 
