@@ -114,13 +114,33 @@ def preemphasis(samples: np.ndarray) -> np.ndarray:
     return y
 
 
-def stft_magnitude(samples: np.ndarray, pad_mode: PadMode = "constant") -> np.ndarray:
+def _centre_padded(samples: np.ndarray, pad_mode: PadMode) -> np.ndarray:
+    """Pre-emphasised samples with 400 samples of centre padding on each side (float64).
+
+    For zero padding the pre-emphasis is written straight into the padded buffer: a minute of audio is a million
+    samples, and skipping two full-length copies is a measurable part of the mel budget.
+    """
+    x = np.asarray(samples)
+    margin = N_FFT // 2
+    if pad_mode == "reflect":
+        return np.pad(preemphasis(x), margin, mode="reflect")
+    padded = np.zeros(x.shape[0] + 2 * margin, dtype=np.float64)
+    body = padded[margin : margin + x.shape[0]]
+    body[:] = x
+    body[1:] -= PREEMPHASIS * body[:-1]  # the right side is evaluated first, from the not yet emphasised samples
+    return padded
+
+
+def stft_magnitude(samples: np.ndarray, pad_mode: PadMode = "constant", emphasise: bool = False) -> np.ndarray:
     """|STFT| as [T, 401] float64: 400-sample centre padding, 800-point periodic-Hann frames every 200 samples.
 
     Frames are strided views of the padded signal, transformed in one np.fft.rfft call, so a minute of audio needs
-    no Python loop.
+    no Python loop. With emphasise=True the 0.97 pre-emphasis is applied first (what melspectrogram does).
     """
-    padded = np.pad(np.asarray(samples, dtype=np.float64), N_FFT // 2, mode=pad_mode)
+    if emphasise:
+        padded = _centre_padded(samples, pad_mode)
+    else:
+        padded = np.pad(np.asarray(samples, dtype=np.float64), N_FFT // 2, mode=pad_mode)
     frames = sliding_window_view(padded, N_FFT)[::HOP_LENGTH]
     windowed = np.multiply(frames, hann_window())
     return np.abs(np.fft.rfft(windowed, n=N_FFT, axis=1))
@@ -129,8 +149,9 @@ def stft_magnitude(samples: np.ndarray, pad_mode: PadMode = "constant") -> np.nd
 def normalise_db(mel_magnitude: np.ndarray) -> np.ndarray:
     """Magnitude -> 20 log10(max(1e-5, M)) - 20 -> clip(8 (S + 100) / 100 - 4, -4, 4), as a new float64 array."""
     level_db = np.maximum(mel_magnitude, AMPLITUDE_FLOOR)
-    np.log10(level_db, out=level_db)
-    level_db *= 20.0
+    # 20 log10(m) as (20 / ln 10) ln(m): the natural log is about twice as fast here and differs by ~1e-15.
+    np.log(level_db, out=level_db)
+    level_db *= 20.0 / np.log(10.0)
     level_db -= REF_LEVEL_DB
     # The same affine map written step by step, in place: a minute of audio is 384,000 values.
     scaled = level_db
@@ -164,7 +185,7 @@ def melspectrogram(samples: np.ndarray, pad_mode: PadMode = "constant") -> np.nd
         raise InputError(
             f"mel input: reflect padding needs more than {N_FFT // 2} samples, found {x.size}"
         )
-    magnitude = stft_magnitude(preemphasis(x), pad_mode)
+    magnitude = stft_magnitude(x, pad_mode, emphasise=True)
     bins = _nonzero_bins()
     mel = magnitude[:, bins] @ mel_filterbank()[:, bins].T
     return normalise_db(mel).astype(np.float32)
