@@ -127,8 +127,13 @@ class Lane:
                             f"found {list(features.shape)}"
                         )
                     self._raw_features = pad_features(features)
-                else:  # a feature dump: already [N+2, 512] (padded by the dump loader if it was [N, 512])
-                    self._raw_features = encoder.features_for(self.num_windows)
+                else:
+                    # A feature dump: reopen it knowing N, so a [N, 512] dump is padded and any other row count is
+                    # reported against this audio's expectation.
+                    from backends.dumps import FeatureDump
+
+                    self.encoder = FeatureDump(encoder.path, num_windows=self.num_windows)
+                    self._raw_features = self.encoder.features
                 self._raw_features.setflags(write=False)
             return self._raw_features
 
