@@ -404,3 +404,41 @@ def test_integer_mel_input_is_refused(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"input mel:\[B,1,80,16\] int32 has a type this app cannot feed; "
                                          r"expected float32, float16, float64"):
         OnnxEncoder(tmp_path / "int.onnx")
+
+
+# ---------------------------------------------------------------------------------------------- encoder-sized model
+
+
+def test_ave_like_encoder_has_the_published_shapes_and_parameter_count(tmp_path: Path) -> None:
+    """The benchmark model must cost what the real one costs: same layers, so same shapes and parameters.
+
+    Shapes come from onnx's own shape inference and the count from PIPELINE.md (2,812,672 with BatchNorm's weight
+    and bias, which the ONNX model folds into the conv bias: 2 per output channel are added back here).
+    """
+    from tests.builders.onnx_models import AVE_LAYERS, make_ave_like_encoder
+
+    path = make_ave_like_encoder(tmp_path / "ave.onnx", batch=1)
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
+    shapes = {
+        v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in model.graph.value_info
+    }
+    assert shapes["block0"] == [1, 32, 80, 16]
+    assert shapes["block3"] == [1, 64, 27, 16]
+    assert shapes["block6"] == [1, 128, 9, 6]
+    assert shapes["block9"] == [1, 256, 3, 3]
+    assert shapes["block12"] == [1, 512, 1, 1]
+    stored = sum(int(np.prod(init.dims)) for init in model.graph.initializer)
+    batch_norm = sum(2 * cout for _, cout, *_ in AVE_LAYERS)
+    assert stored + batch_norm == 2_812_672
+
+
+def test_ave_like_encoder_runs_batched_like_one_by_one(tmp_path: Path) -> None:
+    from tests.builders.onnx_models import make_ave_like_encoder
+
+    make_ave_like_encoder(tmp_path / "ave.onnx")
+    encoder = OnnxEncoder(tmp_path / "ave.onnx", threads=1)
+    windows = mel_windows_like(3)
+    batched = encoder.encode(windows)
+    assert batched.shape == (3, 512) and (batched >= 0).all()  # the final ReLU
+    one_by_one = np.concatenate([encoder.encode(windows[i:i + 1]) for i in range(3)])
+    np.testing.assert_allclose(batched, one_by_one, rtol=1e-5, atol=1e-5)

@@ -221,6 +221,58 @@ def make_lying_encoder(path: str | Path, true_width: int = 256) -> Path:
     return _save(graph, path, 13)
 
 
+# The published audio encoder (PIPELINE.md stage 3): (cin, cout, kernel, stride, padding, residual).
+AVE_LAYERS: list[tuple[int, int, int, tuple[int, int], int, bool]] = [
+    (1, 32, 3, (1, 1), 1, False), (32, 32, 3, (1, 1), 1, True), (32, 32, 3, (1, 1), 1, True),
+    (32, 64, 3, (3, 1), 1, False), (64, 64, 3, (1, 1), 1, True), (64, 64, 3, (1, 1), 1, True),
+    (64, 128, 3, (3, 3), 1, False), (128, 128, 3, (1, 1), 1, True), (128, 128, 3, (1, 1), 1, True),
+    (128, 256, 3, (3, 2), 1, False), (256, 256, 3, (1, 1), 1, True),
+    (256, 512, 3, (1, 1), 0, False), (512, 512, 1, (1, 1), 0, False),
+]
+
+
+def make_ave_like_encoder(
+    path: str | Path,
+    batch: str | int = "dynamic",
+    in_name: str = "mel",
+    out_name: str = "emb",
+    opset: int = 12,
+    seed: int = 0,
+) -> Path:
+    """The real encoder's architecture with random weights (BatchNorm folded into the conv bias), for benchmarks.
+
+    It costs what the real model costs to run, so timings taken on it transfer; its numbers mean nothing. Block i's
+    output is named "block<i>" so tests can read the intermediate shapes by shape inference.
+    """
+    rng = np.random.default_rng(seed)
+    b = _batch_dim(batch)
+    nodes: list[onnx.NodeProto] = []
+    initializers: list[onnx.TensorProto] = []
+    previous = in_name
+    for i, (cin, cout, kernel, stride, pad, residual) in enumerate(AVE_LAYERS):
+        weight = rng.normal(0.0, np.sqrt(2.0 / (cin * kernel * kernel)), size=(cout, cin, kernel, kernel))
+        bias = rng.normal(0.0, 0.05, size=(cout,))
+        initializers += [numpy_helper.from_array(weight.astype(np.float32), f"tiny_w{i}"),
+                         numpy_helper.from_array(bias.astype(np.float32), f"tiny_b{i}")]
+        conv = f"tiny_conv{i}"
+        nodes.append(helper.make_node("Conv", [previous, f"tiny_w{i}", f"tiny_b{i}"], [conv],
+                                      kernel_shape=[kernel, kernel], strides=list(stride), pads=[pad] * 4))
+        if residual:
+            nodes.append(helper.make_node("Add", [conv, previous], [f"tiny_sum{i}"]))
+            conv = f"tiny_sum{i}"
+        nodes.append(helper.make_node("Relu", [conv], [f"block{i}"]))
+        previous = f"block{i}"
+    nodes.append(helper.make_node("Flatten", [previous], [out_name], axis=1))
+    graph = helper.make_graph(
+        nodes,
+        "ave_like_encoder",
+        [helper.make_tensor_value_info(in_name, TensorProto.FLOAT, [b, 1, 80, 16])],
+        [helper.make_tensor_value_info(out_name, TensorProto.FLOAT, [b, 512])],
+        initializers,
+    )
+    return _save(graph, path, opset)
+
+
 def make_wrong_shape_model(path: str | Path) -> Path:
     """An image classifier's shape, x [1,3,224,224] -> y [1,3]: neither an encoder nor a generator."""
     graph = helper.make_graph(
