@@ -5,8 +5,9 @@ imported only when such a file is opened, so a machine without coremltools or to
 registry works before those modules exist.
 
 Expected of the lazily imported modules (written separately):
-  backends.coreml_backend: CoreMLEncoder(path, compute_unit=..., input_name=..., output_name=...),
-                           CoreMLGenerator(path, compute_unit=..., image_input=..., audio_input=..., output_name=...)
+  backends.coreml_backend: CoreMLEncoder(path, compute_unit=..., input_name=..., output_name=..., threads=...),
+                           CoreMLGenerator(path, compute_unit=..., image_input=..., audio_input=..., output_name=...,
+                                           threads=...)  (threads: for its CPU emulation)
   backends.torch_backend:  TorchEncoder(path, threads=...), TorchGenerator(path, threads=...)
 Only options the user actually set are passed on, so each backend keeps its own defaults.
 """
@@ -26,12 +27,12 @@ KNOWN_OPTIONS = ("provider", "input_name", "output_name", "image_input", "audio_
 
 ENCODER_OPTIONS = {
     "onnx": ("provider", "input_name", "output_name", "threads"),
-    "coreml": ("compute_unit", "input_name", "output_name"),
+    "coreml": ("compute_unit", "input_name", "output_name", "threads"),
     "torch": ("threads",),
 }
 GENERATOR_OPTIONS = {
     "onnx": ("provider", "image_input", "audio_input", "output_name", "threads"),
-    "coreml": ("compute_unit", "image_input", "audio_input", "output_name"),
+    "coreml": ("compute_unit", "image_input", "audio_input", "output_name", "threads"),
     "torch": ("threads",),
 }
 LAZY_BACKENDS = {

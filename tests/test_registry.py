@@ -139,9 +139,10 @@ def test_coreml_files_go_to_the_coreml_backend_with_meaningful_options(tmp_path:
     open_encoder(tmp_path / "Enc.mlpackage", options)
     open_generator(tmp_path / "Enc.mlpackage", options)
     assert _Recorder.calls == [
-        ("CoreMLEncoder", tmp_path / "Enc.mlpackage", {"compute_unit": "cpuOnly", "output_name": "var_242"}),
+        ("CoreMLEncoder", tmp_path / "Enc.mlpackage",
+         {"compute_unit": "cpuOnly", "output_name": "var_242", "threads": 2}),
         ("CoreMLGenerator", tmp_path / "Enc.mlpackage",
-         {"compute_unit": "cpuOnly", "audio_input": "audio_input", "output_name": "var_242"}),
+         {"compute_unit": "cpuOnly", "audio_input": "audio_input", "output_name": "var_242", "threads": 2}),
     ]
 
 
