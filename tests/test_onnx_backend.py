@@ -145,6 +145,15 @@ def test_dynamic_and_static_batch_give_identical_features(tmp_path: Path) -> Non
     np.testing.assert_array_equal(dynamic.encode(windows), static.encode(windows))
 
 
+def test_fixed_batch_above_one_pads_the_last_run_and_drops_the_padding(tmp_path: Path) -> None:
+    reference = make_encoder(tmp_path / "four.onnx", batch=4, seed=6)
+    encoder = OnnxEncoder(tmp_path / "four.onnx")
+    windows = mel_windows_like(10)  # runs of 4, 4, then 2 real + 2 zero windows
+    features = encoder.encode(windows)
+    assert features.shape == (10, 512)
+    np.testing.assert_allclose(features, reference(windows), atol=TOLERANCE, rtol=0)
+
+
 def test_batched_encoding_equals_window_by_window(tmp_path: Path) -> None:
     make_encoder(tmp_path / "e.onnx")
     encoder = OnnxEncoder(tmp_path / "e.onnx")
