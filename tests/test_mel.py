@@ -16,7 +16,14 @@ import scipy.signal
 
 from pipeline.audio import audio_from_array, load_audio
 from pipeline.errors import InputError
-from pipeline.mel import hann_window, hz_to_slaney_mel, mel_filterbank, melspectrogram, slaney_mel_to_hz
+from pipeline.mel import (
+    hann_window,
+    hz_to_slaney_mel,
+    mel_filterbank,
+    melspectrogram,
+    preemphasis,
+    slaney_mel_to_hz,
+)
 from tests.builders.speech import espeak_available, speak, speech_samples
 
 needs_espeak = pytest.mark.skipif(not espeak_available(), reason="espeak-ng is not installed")
@@ -83,6 +90,19 @@ def test_length_not_a_multiple_of_the_hop_matches_librosa(speech_16k: np.ndarray
     ours = melspectrogram(samples)
     assert ours.shape == (1 + len(samples) // 200, 80) == (58, 80)
     assert_matches_reference(ours, librosa_mel_reference(samples))
+
+
+@needs_espeak
+def test_clip_cut_mid_speech_matches_librosa(speech_16k: np.ndarray) -> None:
+    # Starts on a non-zero sample, so y[0] = x[0] (no filter history) is visible in the first frames.
+    samples = speech_16k[3001 : 3001 + 9000]
+    assert abs(samples[0]) > 1e-4
+    assert_matches_reference(melspectrogram(samples), librosa_mel_reference(samples))
+
+
+def test_preemphasis_keeps_the_first_sample() -> None:
+    # Hand computation: y = [1, 1 - 0.97, 2 - 0.97, 0 - 1.94].
+    np.testing.assert_allclose(preemphasis(np.array([1.0, 1.0, 2.0, 0.0])), [1.0, 0.03, 1.03, -1.94], atol=1e-15)
 
 
 def test_silence_then_quiet_noise_matches_librosa() -> None:
