@@ -140,8 +140,13 @@ class _OnnxModel:
         options.log_severity_level = 3  # shape-merge warnings would drown the CLI's output
         try:
             self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=[provider_name])
-        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/InvalidProtobuf types
-            raise InputError(f"{role} {self.path}: not an ONNX model onnxruntime can load: {exc}") from exc
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/NotImplemented types
+            # onnx parsed the file above, so it is an ONNX model: what fails is this runtime (an op it lacks, an
+            # opset it does not know), and the user needs to hear that rather than "corrupt file".
+            raise InputError(
+                f"{role} {self.path}: onnxruntime {ort.__version__} cannot load this ONNX model (opset "
+                f"{self.opset}) with {provider_name}: {exc}"
+            ) from exc
         used = self.session.get_providers()
         self.provider = used[0] if used else provider_name
         self.version = ort.__version__

@@ -305,6 +305,25 @@ def test_model_with_an_input_we_cannot_feed_is_refused(tmp_path: Path) -> None:
         OnnxEncoder(tmp_path / "two.onnx")
 
 
+def test_onnx_model_the_runtime_cannot_load_says_so(tmp_path: Path) -> None:
+    """A valid ONNX file using an op onnxruntime lacks is not 'corrupt': the message must blame the runtime."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("MelMagic", ["mel"], ["emb"], domain="com.example")],
+        "custom_op",
+        [helper.make_tensor_value_info("mel", TensorProto.FLOAT, ["B", 1, 80, 16])],
+        [helper.make_tensor_value_info("emb", TensorProto.FLOAT, ["B", 512])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13),
+                                                    helper.make_opsetid("com.example", 1)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "custom.onnx"))
+    with pytest.raises(InputError, match=r"encoder .*custom.onnx: onnxruntime \S+ cannot load this ONNX model "
+                                         r"\(opset 13\) with CPUExecutionProvider: .*MelMagic"):
+        OnnxEncoder(tmp_path / "custom.onnx")
+
+
 def test_threads_must_be_positive(tmp_path: Path) -> None:
     make_encoder(tmp_path / "e.onnx")
     with pytest.raises(InputError, match="threads must be a positive whole number, found 0"):
@@ -382,6 +401,19 @@ def test_generator_overrides_by_name(tmp_path: Path) -> None:
         OnnxGenerator(tmp_path / "g.onnx", image_input="speech")
 
 
+def test_fp16_generator_gets_fp16_inputs_and_returns_float32(tmp_path: Path) -> None:
+    reference = make_generator(tmp_path / "g16.onnx", fp16=True)
+    generator = OnnxGenerator(tmp_path / "g16.onnx")
+    assert generator.provenance.precision == "fp16"
+    assert generator.tensors.image.dtype == "float16" and generator.tensors.audio.dtype == "float16"
+    image, audio = generator_inputs_like(2, 160)
+    out = generator.generate(image, audio)
+    assert out.dtype == np.float32
+    # fp16 keeps about 3 decimal digits: compare at that resolution with the fp16-rounded inputs
+    expected = reference(image.astype(np.float16), audio.astype(np.float16))
+    np.testing.assert_allclose(out, expected, atol=3e-3, rtol=0)
+
+
 def test_generator_refuses_inputs_of_the_wrong_shape(tmp_path: Path) -> None:
     make_generator(tmp_path / "g.onnx", size=160)
     generator = OnnxGenerator(tmp_path / "g.onnx")
@@ -451,3 +483,21 @@ def test_ave_like_encoder_runs_batched_like_one_by_one(tmp_path: Path) -> None:
     assert batched.shape == (3, 512) and (batched >= 0).all()  # the final ReLU
     one_by_one = np.concatenate([encoder.encode(windows[i:i + 1]) for i in range(3)])
     np.testing.assert_allclose(batched, one_by_one, rtol=1e-5, atol=1e-5)
+
+
+def test_auto_prefers_an_accelerator_and_aliases_follow_the_build(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Provider choice against a pretend GPU build (this machine has none), so the ordering rule is pinned."""
+    import backends.onnx_backend as onnx_backend
+
+    gpu_build = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(onnx_backend, "available_providers", lambda: list(gpu_build))
+    assert onnx_backend.resolve_provider("auto") == "CUDAExecutionProvider"
+    assert onnx_backend.resolve_provider("CUDA") == "CUDAExecutionProvider"
+    with pytest.raises(InputError, match=r"expected one of cpu, cuda, auto \(available providers: "
+                                         r"TensorrtExecutionProvider, CUDAExecutionProvider, CPUExecutionProvider\)"):
+        onnx_backend.resolve_provider("coreml")
+    mac_build = ["CoreMLExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(onnx_backend, "available_providers", lambda: list(mac_build))
+    assert onnx_backend.resolve_provider("auto") == "CoreMLExecutionProvider"
+    with pytest.raises(InputError, match="'nnapi' is not available"):
+        onnx_backend.resolve_provider("nnapi")

@@ -151,17 +151,23 @@ def make_generator(
     opset: int = 17,
     seed: int = 1,
     audio_first: bool = False,
+    fp16: bool = False,
 ) -> GeneratorReference:
     """Image [B,6,S,S] and audio [B,32,16,16] -> sigmoid(1x1 conv of the image + per-channel audio mean) [B,3,S,S].
 
     names: {"image": .., "audio": .., "output": ..}; defaults are unusual names no detector could guess by name.
     audio_first: declare the audio input first, so detection cannot rely on input order either.
+    fp16: inputs, weights and output in float16 (as a half-precision export stores them).
     """
     names = {"image": "frame_pair", "audio": "speech", "output": "mouth", **(names or {})}
     rng = np.random.default_rng(seed)
     image_weight = rng.normal(0.0, 0.5, size=(3, 6)).astype(np.float32)
     image_bias = rng.normal(0.0, 0.1, size=(3,)).astype(np.float32)
     audio_weight = rng.normal(0.0, 0.2, size=(3, 32)).astype(np.float32)
+    if fp16:
+        image_weight, image_bias, audio_weight = (a.astype(np.float16) for a in (image_weight, image_bias,
+                                                                                 audio_weight))
+    io_type = TensorProto.FLOAT16 if fp16 else TensorProto.FLOAT
     b = _batch_dim(batch)
 
     nodes = [
@@ -176,18 +182,19 @@ def make_generator(
         numpy_helper.from_array(image_bias, "tiny_bi"),
         numpy_helper.from_array(audio_weight.reshape(3, 32, 1, 1), "tiny_wa"),
     ]
-    image_in = helper.make_tensor_value_info(names["image"], TensorProto.FLOAT, [b, 6, size, size])
-    audio_in = helper.make_tensor_value_info(names["audio"], TensorProto.FLOAT, [b, 32, 16, 16])
+    image_in = helper.make_tensor_value_info(names["image"], io_type, [b, 6, size, size])
+    audio_in = helper.make_tensor_value_info(names["audio"], io_type, [b, 32, 16, 16])
     inputs = [audio_in, image_in] if audio_first else [image_in, audio_in]
     graph = helper.make_graph(
         nodes,
         "tiny_generator",
         inputs,
-        [helper.make_tensor_value_info(names["output"], TensorProto.FLOAT, [b, 3, size, size])],
+        [helper.make_tensor_value_info(names["output"], io_type, [b, 3, size, size])],
         initializers,
     )
     _save(graph, path, opset)
-    return GeneratorReference(image_weight, image_bias, audio_weight)
+    return GeneratorReference(image_weight.astype(np.float32), image_bias.astype(np.float32),
+                              audio_weight.astype(np.float32))
 
 
 def make_lying_encoder(path: str | Path, true_width: int = 256) -> Path:
