@@ -57,6 +57,8 @@ def available_providers() -> list[str]:
 def resolve_provider(provider: str) -> str:
     """'cpu' / 'cuda' / 'coreml' / 'auto' (or a full provider name) -> the provider name, if this build has it."""
     available = available_providers()
+    if not isinstance(provider, str):
+        raise InputError(f"ONNX Runtime provider: expected a name such as 'cpu' or 'auto', found {provider!r}")
     wanted = provider.strip()
     if wanted.lower() == "auto":
         for name in AUTO_ORDER:

@@ -340,6 +340,8 @@ def test_provider_aliases_resolve_to_available_providers() -> None:
     assert resolve_provider("cpu") == "CPUExecutionProvider"
     assert resolve_provider("CPUExecutionProvider") == "CPUExecutionProvider"
     assert resolve_provider("auto") in onnxruntime.get_available_providers()
+    with pytest.raises(InputError, match="expected a name such as 'cpu' or 'auto', found 1"):
+        resolve_provider(1)  # type: ignore[arg-type]  # a session file can hold any TOML value
 
 
 @pytest.mark.parametrize("alias,full", [("cuda", "CUDAExecutionProvider"), ("coreml", "CoreMLExecutionProvider")])
