@@ -1,0 +1,251 @@
+"""The real window, driven offscreen on a real session (espeak speech, synthetic avatar, tiny ONNX models).
+
+Every expected value comes from outside the window: the builder's numpy encoder, a fresh Lane rendered in the
+test, the known 0.01 factor of the "tiny features" encoder, or plain arithmetic.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QSettings, Qt
+
+from pipeline.audio import load_audio
+from pipeline.avatar import Avatar
+from pipeline.features import pad_features
+from pipeline.lane import Lane
+from pipeline.mel import melspectrogram
+from pipeline.session import LaneSpec, load_session
+from pipeline.windows import mel_windows
+from tests.builders.speech import espeak_available
+from tests.builders.ui_session import TINY_FEATURE_SCALE, UiSession, make_ui_session
+from ui.lane_view import bgr_to_display
+from ui.scale_control import scale_to_slider
+
+pytestmark = pytest.mark.skipif(not espeak_available(), reason="espeak-ng is needed to speak the test clip")
+
+WAIT_MS = 60_000  # generous: the CI machine has two shared cores
+
+
+@pytest.fixture(scope="module")
+def ui_session(tmp_path_factory) -> UiSession:
+    return make_ui_session(tmp_path_factory.mktemp("ui_session"))
+
+
+@pytest.fixture
+def window(qtbot, tmp_path, ui_session):
+    from ui.main_window import MainWindow
+
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    win = MainWindow(settings, prefer_audio=False)
+    qtbot.addWidget(win)
+    win.resize(1300, 850)
+    win.show()
+    assert win.open_session(ui_session.path)
+    yield win
+    win.close()
+    assert not win.worker._thread.is_alive()
+
+
+def expected_features(ui_session: UiSession) -> np.ndarray:
+    """The reference lane's padded features from the builder's numpy encoder, not from the app's backend."""
+    audio = load_audio(ui_session.folder / "speech.wav")
+    return pad_features(ui_session.reference_encoder(mel_windows(melspectrogram(audio.samples))))
+
+
+def fresh_lane(ui_session: UiSession, name: str, encoder: Path) -> Lane:
+    audio = load_audio(ui_session.folder / "speech.wav")
+    return Lane(LaneSpec(name, encoder, ui_session.generator), audio, Avatar.open(ui_session.folder / "avatar"))
+
+
+def wait_shown(qtbot, window, index: int) -> None:
+    qtbot.waitUntil(lambda: all(s.view.shown_index == index and not s.view.is_late
+                                for s in window.slots if s.failure is None), timeout=WAIT_MS)
+
+
+def lane_by_name(window, name: str):
+    return next(s for s in window.slots if s.spec.name == name)
+
+
+def test_opening_a_session_shows_every_lane_with_its_sources_and_provenance(qtbot, window, ui_session) -> None:
+    wait_shown(qtbot, window, 0)
+    assert [s.spec.name for s in window.slots] == ["reference", "tiny features"]
+    reference = lane_by_name(window, "reference")
+    assert "encoder.onnx → generator.onnx" in reference.view.sources.text()
+    assert "onnxruntime" in reference.view.provenance.text() and "fp32" in reference.view.provenance.text()
+    assert "reference" in reference.view.title.text()
+    # the pixels on screen are what a fresh Lane renders for frame 0
+    expected = fresh_lane(ui_session, "check", ui_session.encoder).frame(0, 1.0).image
+    np.testing.assert_array_equal(reference.view.image.shown, bgr_to_display(expected))
+
+
+def test_reference_features_reach_the_plots(qtbot, window, ui_session) -> None:
+    qtbot.waitUntil(lambda: all(s.raw_features is not None for s in window.slots), timeout=WAIT_MS)
+    features = expected_features(ui_session)
+    np.testing.assert_allclose(lane_by_name(window, "reference").raw_features, features, rtol=1e-4, atol=1e-4)
+    plot = window.plots.range_plots[0]
+    assert plot.y_range is not None
+    assert plot.y_range[1] == pytest.approx(features.max(), rel=1e-4)
+    # number of frames follows PIPELINE.md: N + 2 rows
+    assert window.num_frames == features.shape[0]
+
+
+def test_play_advances_and_pause_holds(qtbot, window) -> None:
+    wait_shown(qtbot, window, 0)
+    qtbot.keyClick(window, Qt.Key.Key_Space)
+    assert window.playing
+    qtbot.waitUntil(lambda: window.current_frame >= 10, timeout=WAIT_MS)
+    qtbot.keyClick(window, Qt.Key.Key_Space)
+    assert not window.playing
+    held = window.current_frame
+    wait_shown(qtbot, window, held)
+    qtbot.waitUntil(lambda: window.worker.idle, timeout=WAIT_MS)
+    assert window.current_frame == held
+
+
+def test_step_home_end_and_seek_move_the_picture(qtbot, window, ui_session) -> None:
+    wait_shown(qtbot, window, 0)
+    qtbot.keyClick(window, Qt.Key.Key_Right)
+    qtbot.keyClick(window, Qt.Key.Key_Right)
+    wait_shown(qtbot, window, 2)
+    qtbot.keyClick(window, Qt.Key.Key_Left)
+    wait_shown(qtbot, window, 1)
+    qtbot.keyClick(window, Qt.Key.Key_End)
+    wait_shown(qtbot, window, window.num_frames - 1)
+    qtbot.keyClick(window, Qt.Key.Key_Home)
+    wait_shown(qtbot, window, 0)
+    window.timeline.seekRequested.emit(17)  # what a click or a drag on the timeline sends
+    wait_shown(qtbot, window, 17)
+    expected = fresh_lane(ui_session, "check", ui_session.encoder).frame(17, 1.0).image
+    np.testing.assert_array_equal(lane_by_name(window, "reference").view.image.shown, bgr_to_display(expected))
+    assert window.timeline.playhead.value() == 17
+
+
+def test_scale_slider_changes_the_tiny_lanes_pixels_and_plots(qtbot, window, ui_session) -> None:
+    window.seek_frame(20)
+    wait_shown(qtbot, window, 20)
+    tiny = lane_by_name(window, "tiny features")
+    qtbot.waitUntil(lambda: tiny.raw_features is not None, timeout=WAIT_MS)
+    before_pixels = tiny.view.image.shown.copy()
+    plot_index = window.slots.index(tiny)
+    before_top = window.plots.range_plots[plot_index].y_range[1]
+
+    tiny.view.scale_control.slider.setValue(scale_to_slider(100.0))  # as a drag would, coalesced
+    qtbot.waitUntil(lambda: tiny.scale == pytest.approx(100.0, rel=1e-3), timeout=WAIT_MS)
+    wait_shown(qtbot, window, 20)
+    after_pixels = tiny.view.image.shown
+    assert not np.array_equal(before_pixels, after_pixels)
+    expected = fresh_lane(ui_session, "check", ui_session.tiny_encoder).frame(20, tiny.scale).image
+    np.testing.assert_array_equal(after_pixels, bgr_to_display(expected))
+    assert window.plots.range_plots[plot_index].y_range[1] == pytest.approx(before_top * tiny.scale, rel=1e-4)
+    # at 100x the tiny lane is the reference again, so its mouth matches the reference lane's
+    reference_pixels = lane_by_name(window, "reference").view.image.shown
+    assert np.abs(after_pixels.astype(int) - reference_pixels.astype(int)).max() <= 1
+
+
+def test_fit_sets_the_least_squares_scale_and_shows_r2(qtbot, window) -> None:
+    tiny = lane_by_name(window, "tiny features")
+    qtbot.waitUntil(lambda: all(s.raw_features is not None for s in window.slots), timeout=WAIT_MS)
+    qtbot.mouseClick(tiny.view.scale_control.fit_button, Qt.MouseButton.LeftButton)
+    assert tiny.scale == pytest.approx(1.0 / TINY_FEATURE_SCALE, rel=1e-3)
+    assert tiny.view.scale_control.box.value() == pytest.approx(100.0, rel=1e-3)
+    assert tiny.view.scale_control.r2_label.text().startswith("R² 1.00")
+    # the scatter's slope (lane against reference at the current frame) is now 1
+    qtbot.waitUntil(lambda: window.plots.fit_slope is not None, timeout=WAIT_MS)
+    assert window.plots.fit_slope == pytest.approx(1.0, rel=1e-3)
+
+
+def test_add_reorder_and_remove_a_lane(qtbot, window, ui_session) -> None:
+    wait_shown(qtbot, window, 0)
+    added = window.add_lane(LaneSpec("third", ui_session.encoder, ui_session.generator, scale=2.0))
+    assert [s.spec.name for s in window.slots] == ["reference", "tiny features", "third"]
+    assert window.lane_layout.indexOf(added.view) == 2
+    wait_shown(qtbot, window, 0)
+    assert len(window.plots.range_plots) == 3
+    window.move_lane(added.lane_id, -1)
+    assert [s.spec.name for s in window.slots] == ["reference", "third", "tiny features"]
+    assert window.lane_layout.indexOf(added.view) == 1
+    qtbot.mouseClick(added.view.remove_button, Qt.MouseButton.LeftButton)
+    assert [s.spec.name for s in window.slots] == ["reference", "tiny features"]
+    assert len(window.plots.range_plots) == 2
+
+
+def test_a_broken_model_shows_its_reason_in_its_lane_and_the_rest_keeps_working(qtbot, window, ui_session) -> None:
+    wait_shown(qtbot, window, 0)
+    tiny = lane_by_name(window, "tiny features")
+    broken = window.replace_lane_source(tiny.lane_id, "encoder", ui_session.broken_model)
+    qtbot.waitUntil(lambda: broken.view.error_text is not None, timeout=WAIT_MS)
+    message = broken.view.error_text
+    assert "broken.onnx" in message and "expected" in message
+    assert "224" in message  # names what it found
+    window.seek_frame(9)
+    qtbot.waitUntil(lambda: lane_by_name(window, "reference").view.shown_index == 9, timeout=WAIT_MS)
+    assert window.plots.range_plots[1].y_range is None  # no features to plot for the broken lane
+
+
+def test_wipe_and_difference_between_two_lanes(qtbot, window) -> None:
+    window.seek_frame(12)
+    wait_shown(qtbot, window, 12)
+    window.tabs.setCurrentWidget(window.compare_view)
+    view = window.compare_view
+    a = lane_by_name(window, "reference").view.image.shown
+    b = lane_by_name(window, "tiny features").view.image.shown
+    view.mode.setCurrentText("Difference")
+    view.amount.setValue(4)
+    expected = np.clip(np.abs(a.astype(int) - b.astype(int)) * 4, 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(view.image.shown, expected)
+    view.mode.setCurrentText("Wipe")
+    view.amount.setValue(25)
+    split = round(a.shape[1] * 0.25)
+    np.testing.assert_array_equal(view.image.shown[:, :split], a[:, :split])
+    np.testing.assert_array_equal(view.image.shown[:, split:], b[:, split:])
+
+
+def test_crop_toggle_shows_the_generator_crop(qtbot, window, ui_session) -> None:
+    wait_shown(qtbot, window, 0)
+    window.crop_action.trigger()
+    expected = fresh_lane(ui_session, "check", ui_session.encoder).frame(0, 1.0).crop
+    qtbot.waitUntil(lambda: lane_by_name(window, "reference").view.image.shown.shape == expected.shape,
+                    timeout=WAIT_MS)
+    np.testing.assert_array_equal(lane_by_name(window, "reference").view.image.shown, bgr_to_display(expected))
+
+
+def test_saving_keeps_order_and_scales(qtbot, window, tmp_path) -> None:
+    tiny = lane_by_name(window, "tiny features")
+    window.set_lane_scale(tiny.lane_id, 42.0)
+    target = tmp_path / "saved.toml"
+    window.save_session(target)
+    saved = load_session(target)
+    assert [(lane.name, lane.scale) for lane in saved.lanes] == [("reference", 1.0), ("tiny features", 42.0)]
+    assert saved.reference == "reference"
+    assert window.settings.value("lastSession") == str(target.resolve())
+
+
+def test_prerender_renders_every_frame_then_plays(qtbot, window) -> None:
+    window.prerender_action.setChecked(True)
+    window.play()
+    qtbot.waitUntil(lambda: window.playing, timeout=WAIT_MS * 3)
+    rendered = window._rendered_rows()
+    assert all(row.all() for row in rendered)
+    window.pause()
+
+
+def test_unexpected_exception_is_logged_and_the_app_stays_up(qtbot, window, caplog) -> None:
+    from ui.app import install_excepthook
+
+    previous = sys.excepthook
+    install_excepthook(show_dialog=False)
+    try:
+        with caplog.at_level(logging.ERROR):
+            try:
+                raise RuntimeError("boom in a slot")
+            except RuntimeError:
+                sys.excepthook(*sys.exc_info())
+    finally:
+        sys.excepthook = previous
+    assert "boom in a slot" in caplog.text
+    assert window.isVisible()

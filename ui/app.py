@@ -1,0 +1,64 @@
+"""Starting the window: the QApplication, an exception hook that keeps the app up, the main window, the loop."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from pathlib import Path
+from types import TracebackType
+
+log = logging.getLogger("lipsync-compare")
+
+
+def install_excepthook(show_dialog: bool = True) -> None:
+    """Log any unexpected exception and show it in a dialog with details, instead of letting Qt abort.
+
+    PySide6 calls sys.excepthook for exceptions raised in slots; the default hook prints and the app carries on,
+    but a person at the window would never see it. The dialog makes the failure visible and reportable.
+    """
+
+    def hook(kind: type[BaseException], error: BaseException, tb: TracebackType | None) -> None:
+        details = "".join(traceback.format_exception(kind, error, tb))
+        log.error("unexpected error:\n%s", details)
+        if kind is KeyboardInterrupt:
+            sys.__excepthook__(kind, error, tb)
+            return
+        if show_dialog:
+            from PySide6.QtWidgets import QApplication, QMessageBox
+
+            if QApplication.instance() is not None and QApplication.platformName() not in ("offscreen", "minimal"):
+                box = QMessageBox(QMessageBox.Icon.Critical, "Unexpected error",
+                                  f"{kind.__name__}: {error}\n\nThe window stays open; the details are in the log.")
+                box.setDetailedText(details)
+                box.exec()
+
+    sys.excepthook = hook
+
+
+def run_gui(session_path: Path | None) -> int:
+    """Open the window on a session (the demo when None, else the last session if the demo is missing)."""
+    from PySide6.QtCore import QSettings
+    from PySide6.QtWidgets import QApplication
+
+    from ui.main_window import MainWindow
+    from ui.theme import apply_dark_theme
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("lipsync-compare")
+    app.setOrganizationName("lipsync-compare")
+    apply_dark_theme(app)
+    install_excepthook()
+    window = MainWindow(QSettings())
+    window.show()
+    if session_path is None:
+        from pipeline.session import demo_session_path
+
+        session_path = demo_session_path()
+        if not session_path.exists():
+            last = window.settings.value("lastSession", "")
+            session_path = Path(last) if last and Path(last).exists() else None
+    if session_path is not None:
+        window.open_session(session_path)
+    return int(app.exec())

@@ -1,0 +1,162 @@
+"""One lane's column: title (sources, scale, provenance), the picture, a late-frame marker, errors, scale control.
+
+A lane that fails shows its reason here, in its own place, so the other lanes keep playing beside it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QMenu, QSizePolicy, QStackedWidget, QToolButton,
+                               QVBoxLayout, QWidget)
+
+from ui.scale_control import ScaleControl
+
+
+def bgr_to_display(image: np.ndarray) -> np.ndarray:
+    """BGR uint8 [H, W, 3] -> RGB uint8 [H, W, 3], contiguous, for an ImageItem in row-major mode."""
+    return np.ascontiguousarray(image[..., ::-1])
+
+
+class ImagePane(pg.GraphicsLayoutWidget):
+    """A pyqtgraph view of one uint8 image: fixed levels (0..255), aspect locked, no mouse panning surprises."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setBackground("#202124")
+        self.view = self.addViewBox(lockAspect=True, invertY=True, enableMouse=False)
+        self.view.setMenuEnabled(False)
+        self.item = pg.ImageItem(axisOrder="row-major")
+        self.view.addItem(self.item)
+        self.shown: np.ndarray | None = None  # the RGB array on screen (tests read it)
+        self.setMinimumSize(160, 120)
+
+    def show_rgb(self, rgb: np.ndarray) -> None:
+        first = self.shown is None or self.shown.shape != rgb.shape
+        self.shown = rgb
+        self.item.setImage(rgb, autoLevels=False, levels=(0, 255))
+        if first:
+            self.view.autoRange(padding=0.0)
+
+    def clear_image(self) -> None:
+        self.shown = None
+        self.item.clear()
+
+
+class LaneView(QFrame):
+    """Emits requests the window acts on; it holds no pipeline state of its own."""
+
+    removeRequested = Signal()
+    moveRequested = Signal(int)  # -1 left, +1 right
+    replaceEncoderRequested = Signal()
+    replaceGeneratorRequested = Signal()
+
+    def __init__(self, name: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setFrameShape(QFrame.Shape.StyledPanel)
+        self.setObjectName("laneView")
+        self.name = name
+        self.shown_index: int | None = None  # frame index of the picture on screen
+        self.is_late = False
+
+        self.title = QLabel(f"<b>{name}</b>")
+        self.title.setTextFormat(Qt.TextFormat.RichText)
+        self.sources = QLabel("")
+        self.sources.setStyleSheet("color: #9aa0a6;")
+        self.provenance = QLabel("")
+        self.provenance.setStyleSheet("color: #9aa0a6;")
+        self.provenance.setWordWrap(True)
+        for label in (self.sources, self.provenance):
+            label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+
+        self.left_button = self._tool("◀", "Move this lane left", lambda: self.moveRequested.emit(-1))
+        self.right_button = self._tool("▶", "Move this lane right", lambda: self.moveRequested.emit(1))
+        self.menu_button = self._tool("⋯", "Lane actions", None)
+        menu = QMenu(self)
+        menu.addAction("Replace encoder…", self.replaceEncoderRequested.emit)
+        menu.addAction("Replace generator…", self.replaceGeneratorRequested.emit)
+        menu.addSeparator()
+        menu.addAction("Remove lane", self.removeRequested.emit)
+        self.menu_button.setMenu(menu)
+        self.menu_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        self.remove_button = self._tool("✕", "Remove this lane", self.removeRequested.emit)
+
+        header = QHBoxLayout()
+        header.addWidget(self.title, 1)
+        for button in (self.left_button, self.right_button, self.menu_button, self.remove_button):
+            header.addWidget(button)
+
+        self.image = ImagePane()
+        self.status = QLabel("waiting for features…")
+        self.status.setStyleSheet("color: #9aa0a6;")
+        self.late_marker = QLabel("● late")
+        self.late_marker.setStyleSheet("color: #f29900; font-weight: bold;")
+        self.late_marker.setToolTip("Rendering is behind the playhead: this is the lane's latest frame")
+        self.late_marker.setVisible(False)
+        status_row = QHBoxLayout()
+        status_row.addWidget(self.status, 1)
+        status_row.addWidget(self.late_marker)
+
+        self.error = QLabel("")
+        self.error.setWordWrap(True)
+        self.error.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.error.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.error.setStyleSheet("color: #f28b82; padding: 12px;")
+        self.stack = QStackedWidget()
+        self.stack.addWidget(self.image)
+        self.stack.addWidget(self.error)
+        self.stack.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+
+        self.scale_control = ScaleControl()
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(6, 6, 6, 6)
+        layout.addLayout(header)
+        layout.addWidget(self.sources)
+        layout.addWidget(self.provenance)
+        layout.addWidget(self.stack, 1)
+        layout.addLayout(status_row)
+        layout.addWidget(self.scale_control)
+
+    def _tool(self, text: str, tip: str, slot) -> QToolButton:
+        button = QToolButton()
+        button.setText(text)
+        button.setToolTip(tip)
+        button.setAutoRaise(True)
+        if slot is not None:
+            button.clicked.connect(slot)
+        return button
+
+    def set_description(self, sources: str, provenance: str, is_reference: bool) -> None:
+        self.title.setText(f"<b>{self.name}</b>" + ("  <span style='color:#8ab4f8'>reference</span>"
+                                                     if is_reference else ""))
+        self.sources.setText(sources)
+        self.provenance.setText(provenance)
+
+    def show_frame(self, image_bgr: np.ndarray, index: int, late: bool, scale: float) -> None:
+        self.stack.setCurrentWidget(self.image)
+        self.image.show_rgb(bgr_to_display(image_bgr))
+        self.shown_index = index
+        self.set_late(late)
+        self.status.setText(f"frame {index} · scale {scale:g}×")
+
+    def set_late(self, late: bool) -> None:
+        self.is_late = late
+        self.late_marker.setVisible(late)
+
+    def show_error(self, message: str) -> None:
+        self.error.setText(f"<b>This lane cannot render</b><br><br>{_escape(message)}")
+        self.stack.setCurrentWidget(self.error)
+        self.status.setText("failed")
+        self.set_late(False)
+        self.scale_control.setEnabled(False)
+
+    @property
+    def error_text(self) -> str | None:
+        return self.error.text() if self.stack.currentWidget() is self.error else None
+
+
+def _escape(text: str) -> str:
+    return (text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            .replace("\n", "<br>"))

@@ -1,0 +1,259 @@
+"""Live feature plots: per-lane range over time, a histogram of the current window, a scatter against the reference.
+
+All statistics come from pipeline.metrics (the same functions the CLI report uses); this module only draws them.
+Plots take the lane's *scaled* features, so moving a scale slider moves its band, its histogram and its scatter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtWidgets import QComboBox, QGridLayout, QLabel, QVBoxLayout, QWidget
+
+from ui.timeline import LANE_COLOURS
+
+HISTOGRAM_BINS = 48
+_INVISIBLE = (0, 0, 0, 0)  # band edges: FillBetweenItem needs drawn curves, so not pen=None
+WINDOW_HALF = 8  # the generator sees rows [i-8, i+8) of the padded features (PIPELINE.md stage 4)
+
+
+def _field(record: Any, name: str) -> np.ndarray:
+    """Reads one statistic from metrics' per-row record, whether it is a dataclass or a mapping."""
+    value = record[name] if isinstance(record, dict) else getattr(record, name)
+    return np.asarray(value, dtype=np.float64)
+
+
+@dataclass
+class PlotLane:
+    """What the plots need of a lane: a name, a colour, and its scaled features (None until computed)."""
+
+    lane_id: int
+    name: str
+    colour: str
+    features: np.ndarray | None
+
+
+class RangePlot(pg.PlotWidget):
+    """One lane's feature range per frame: min-max band, p1-p99 band, mean line, and a playhead."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setBackground("#202124")
+        self.setMouseEnabled(x=True, y=False)
+        self.setMenuEnabled(False)
+        self.showGrid(x=False, y=True, alpha=0.2)
+        self.setMinimumHeight(90)
+        self.title_item = pg.TextItem("", color="#e8eaed", anchor=(0, 0))
+        self.title_item.setParentItem(self.plotItem.vb)
+        self.title_item.setPos(4, 2)
+        self._min = pg.PlotDataItem()
+        self._max = pg.PlotDataItem()
+        self._p1 = pg.PlotDataItem()
+        self._p99 = pg.PlotDataItem()
+        self._band = pg.FillBetweenItem(self._min, self._max)
+        self._inner = pg.FillBetweenItem(self._p1, self._p99)
+        self.mean_curve = pg.PlotDataItem()
+        for item in (self._min, self._max, self._p1, self._p99, self._band, self._inner, self.mean_curve):
+            self.addItem(item)
+        self.playhead = pg.InfiniteLine(pos=0, angle=90, pen=pg.mkPen("#fdd663", width=1))
+        self.addItem(self.playhead)
+        self.y_range: tuple[float, float] | None = None  # for tests: what the plot shows
+
+    def set_lane(self, name: str, colour: str, ranges: Any | None) -> None:
+        self.title_item.setText(name)
+        qcolour = pg.mkColor(colour)
+        band = pg.mkColor(colour)
+        band.setAlpha(60)
+        inner = pg.mkColor(colour)
+        inner.setAlpha(110)
+        self._band.setBrush(pg.mkBrush(band))
+        self._inner.setBrush(pg.mkBrush(inner))
+        self.mean_curve.setPen(pg.mkPen(qcolour, width=1.5))
+        if ranges is None:
+            for item in (self._min, self._max, self._p1, self._p99, self.mean_curve):
+                item.setData([], [])
+            self.y_range = None
+            return
+        low, high = _field(ranges, "min"), _field(ranges, "max")
+        x = np.arange(len(low))
+        self._min.setData(x, low, pen=_INVISIBLE)
+        self._max.setData(x, high, pen=_INVISIBLE)
+        self._p1.setData(x, _field(ranges, "p1"), pen=_INVISIBLE)
+        self._p99.setData(x, _field(ranges, "p99"), pen=_INVISIBLE)
+        self.mean_curve.setData(x, _field(ranges, "mean"))
+        finite_high = high[np.isfinite(high)]
+        finite_low = low[np.isfinite(low)]
+        top = float(finite_high.max()) if finite_high.size else 1.0
+        bottom = float(min(0.0, finite_low.min())) if finite_low.size else 0.0
+        self.y_range = (bottom, top if top > bottom else bottom + 1.0)
+        self.setYRange(*self.y_range, padding=0.05)
+        self.setXRange(0, max(1, len(low) - 1), padding=0.0)
+
+
+class FeaturePlots(QWidget):
+    """Range plots (one per lane), a histogram of the current window and a scatter against the reference."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._lanes: list[PlotLane] = []
+        self._reference_id: int | None = None
+        self._frame = 0
+        self._ranges: dict[tuple[int, int], Any] = {}  # (lane id, id of its features array) -> per-row ranges
+
+        self.range_box = QWidget()
+        self.range_layout = QVBoxLayout(self.range_box)
+        self.range_layout.setContentsMargins(0, 0, 0, 0)
+        self.range_layout.setSpacing(2)
+        self.range_plots: list[RangePlot] = []
+
+        self.histogram = pg.PlotWidget()
+        self.histogram.setBackground("#202124")
+        self.histogram.setTitle("features, current window (shared bins)", color="#e8eaed", size="9pt")
+        self.histogram.addLegend(offset=(-5, 5), labelTextSize="8pt")
+        self.histogram.setMenuEnabled(False)
+        self.histogram_curves: dict[int, pg.PlotDataItem] = {}
+
+        self.scatter = pg.PlotWidget()
+        self.scatter.setBackground("#202124")
+        self.scatter.setMenuEnabled(False)
+        self.scatter.setLabel("bottom", "reference")
+        self.scatter_points = pg.ScatterPlotItem(size=4, pen=_INVISIBLE)
+        self.fit_line = pg.PlotDataItem(pen=pg.mkPen("#fdd663", width=1.5))
+        self.identity_line = pg.PlotDataItem(pen=pg.mkPen("#5f6368", width=1, style=pg.QtCore.Qt.PenStyle.DashLine))
+        for item in (self.identity_line, self.scatter_points, self.fit_line):
+            self.scatter.addItem(item)
+        self.scatter_lane = QComboBox()
+        self.scatter_lane.setToolTip("Which lane to plot against the reference lane")
+        self.scatter_lane.currentIndexChanged.connect(lambda _: self._update_frame_plots())
+        self.fit_label = QLabel("")
+        self.fit_label.setStyleSheet("color: #fdd663;")
+        self.fit_slope: float | None = None  # for tests and the label: lane ≈ slope · reference at this frame
+
+        scatter_box = QWidget()
+        scatter_layout = QVBoxLayout(scatter_box)
+        scatter_layout.setContentsMargins(0, 0, 0, 0)
+        scatter_layout.addWidget(self.scatter_lane)
+        scatter_layout.addWidget(self.scatter, 1)
+        scatter_layout.addWidget(self.fit_label)
+
+        grid = QGridLayout(self)
+        grid.setContentsMargins(0, 0, 0, 0)
+        grid.addWidget(self.range_box, 0, 0)
+        grid.addWidget(self.histogram, 0, 1)
+        grid.addWidget(scatter_box, 0, 2)
+        grid.setColumnStretch(0, 3)
+        grid.setColumnStretch(1, 2)
+        grid.setColumnStretch(2, 2)
+
+    # -- inputs -----------------------------------------------------------------------------------------------
+    def set_lanes(self, lanes: list[PlotLane], reference_id: int | None) -> None:
+        """Called when lanes, their scales or their features change; recomputes only what changed."""
+        from pipeline.metrics import per_row_ranges
+
+        self._lanes = lanes
+        self._reference_id = reference_id
+        while len(self.range_plots) < len(lanes):
+            plot = RangePlot()
+            if self.range_plots:
+                plot.setXLink(self.range_plots[0])
+            self.range_plots.append(plot)
+            self.range_layout.addWidget(plot)
+        while len(self.range_plots) > len(lanes):
+            plot = self.range_plots.pop()
+            self.range_layout.removeWidget(plot)
+            plot.deleteLater()
+        live_keys = set()
+        for plot, lane in zip(self.range_plots, lanes):
+            ranges = None
+            if lane.features is not None:
+                key = (lane.lane_id, id(lane.features))
+                live_keys.add(key)
+                if key not in self._ranges:
+                    self._ranges[key] = per_row_ranges(lane.features)
+                ranges = self._ranges[key]
+            suffix = "  (reference)" if lane.lane_id == reference_id else ""
+            plot.set_lane(lane.name + suffix, lane.colour, ranges)
+        self._ranges = {k: v for k, v in self._ranges.items() if k in live_keys}
+
+        current = self.scatter_lane.currentData()
+        self.scatter_lane.blockSignals(True)
+        self.scatter_lane.clear()
+        for lane in lanes:
+            if lane.lane_id != reference_id:
+                self.scatter_lane.addItem(f"{lane.name} vs reference", lane.lane_id)
+        index = self.scatter_lane.findData(current)
+        self.scatter_lane.setCurrentIndex(index if index >= 0 else 0)
+        self.scatter_lane.blockSignals(False)
+        self._update_frame_plots()
+
+    def set_frame(self, frame: int) -> None:
+        self._frame = frame
+        for plot in self.range_plots:
+            plot.playhead.setValue(frame)
+        self._update_frame_plots()
+
+    # -- frame-dependent plots --------------------------------------------------------------------------------
+    def _update_frame_plots(self) -> None:
+        self._update_histogram()
+        self._update_scatter()
+
+    def _window(self, features: np.ndarray) -> np.ndarray:
+        start, stop = max(0, self._frame - WINDOW_HALF), min(len(features), self._frame + WINDOW_HALF)
+        return features[start:stop]
+
+    def _update_histogram(self) -> None:
+        from pipeline.metrics import histogram
+
+        ready = [lane for lane in self._lanes if lane.features is not None]
+        for lane_id in list(self.histogram_curves):
+            if lane_id not in {lane.lane_id for lane in ready}:
+                self.histogram.removeItem(self.histogram_curves.pop(lane_id))
+        if not ready:
+            return
+        edges, counts = _histogram_parts(histogram([self._window(lane.features) for lane in ready], HISTOGRAM_BINS))
+        for lane, lane_counts in zip(ready, counts):
+            curve = self.histogram_curves.get(lane.lane_id)
+            if curve is None:
+                curve = pg.PlotDataItem(stepMode="center", name=lane.name)
+                self.histogram.addItem(curve)
+                self.histogram_curves[lane.lane_id] = curve
+            curve.setPen(pg.mkPen(lane.colour, width=1.5))
+            curve.setData(edges, lane_counts)
+
+    def _update_scatter(self) -> None:
+        from pipeline.metrics import compare
+
+        lanes = {lane.lane_id: lane for lane in self._lanes}
+        reference = lanes.get(self._reference_id) if self._reference_id is not None else None
+        lane = lanes.get(self.scatter_lane.currentData())
+        if reference is None or lane is None or reference.features is None or lane.features is None:
+            self.scatter_points.clear()
+            self.fit_line.setData([], [])
+            self.identity_line.setData([], [])
+            self.fit_label.setText("waiting for features…" if lane is not None else "add a second lane to compare")
+            self.fit_slope = None
+            return
+        row = min(self._frame, len(lane.features) - 1, len(reference.features) - 1)
+        x = np.asarray(reference.features[row], dtype=np.float64)
+        y = np.asarray(lane.features[row], dtype=np.float64)
+        result = compare(y, x)
+        self.fit_slope = float(result.scale)
+        self.scatter_points.setData(x, y, brush=pg.mkBrush(lane.colour))
+        top = float(np.nanmax(x)) if x.size else 1.0
+        self.fit_line.setData([0.0, top], [0.0, self.fit_slope * top])
+        self.identity_line.setData([0.0, top], [0.0, top])
+        self.scatter.setLabel("left", lane.name)
+        self.fit_label.setText(f"frame {row}: slope {self.fit_slope:.4g}  R² {float(result.r2):.3f}  "
+                               f"cos {float(result.cosine):.3f}")
+
+
+def _histogram_parts(result: Any) -> tuple[np.ndarray, list[np.ndarray]]:
+    """metrics.histogram returns shared edges and one count array per input; accept a tuple or a record."""
+    if isinstance(result, tuple):
+        edges, counts = result
+    else:
+        edges, counts = result.edges, result.counts
+    return np.asarray(edges), [np.asarray(c) for c in counts]
