@@ -1,0 +1,195 @@
+"""PyTorch encoder and generator: SyncTalk_2D .pth checkpoints in the project's own definitions of the networks.
+
+Loading is strict on purpose. The bug this project was started for was a conversion that loaded a checkpoint with
+strict=False after filtering its keys by a prefix they did not have, and so kept random weights without a word; here
+any key left unmatched, on either side, is an InputError that names the keys. The generator's size (160 or 320) and
+width multiplier are read from the tensors' shapes, so the user does not have to know them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from pipeline.errors import InputError
+
+from .base import AUDIO_TENSOR_SHAPE, FEATURE_WIDTH, MEL_BANDS, WINDOW_FRAMES, Provenance
+
+ENCODER_BATCH = 256
+GENERATOR_BATCH = 4
+NESTED_STATE_KEYS = ("state_dict", "model", "net", "generator")
+DATA_PARALLEL_PREFIX = "module."
+
+
+def _torch() -> Any:
+    try:
+        import torch
+    except ImportError as error:
+        raise InputError("PyTorch checkpoints need the optional 'torch' extra: pip install -e '.[torch]'") from error
+    return torch
+
+
+def load_state_dict(path: str | Path) -> dict[str, Any]:
+    """The tensors of a .pth/.pt file: a plain state dict, or one nested under a usual key ("state_dict", ...)."""
+    torch = _torch()
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"PyTorch checkpoint: expected a .pth/.pt file, found nothing at {path}")
+    try:
+        loaded = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise InputError(f"PyTorch checkpoint {path.name}: expected a state dict saved with torch.save, found: {error}") from error
+    if isinstance(loaded, Mapping):
+        for key in NESTED_STATE_KEYS:
+            if isinstance(loaded.get(key), Mapping):
+                loaded = loaded[key]
+                break
+    if not isinstance(loaded, Mapping) or not loaded or not all(hasattr(v, "shape") for v in loaded.values()):
+        raise InputError(f"PyTorch checkpoint {path.name}: expected a mapping of tensor names to tensors, found {type(loaded).__name__}")
+    state = dict(loaded)
+    if all(k.startswith(DATA_PARALLEL_PREFIX) for k in state):  # saved from nn.DataParallel
+        state = {k[len(DATA_PARALLEL_PREFIX):]: v for k, v in state.items()}
+    return state
+
+
+def infer_generator_layout(state: Mapping[str, Any]) -> tuple[int, float]:
+    """(size, width) of a generator state dict: 320 has a fifth down stage, width is the first conv's channels / 32.
+
+    inc.inconv.0.conv.6.weight is the first block's projection [c0, hidden, 1, 1]; c0 is 32 at full width.
+    """
+    key = "inc.inconv.0.conv.6.weight"
+    if key not in state:
+        raise InputError(
+            f"generator checkpoint: expected SyncTalk_2D U-Net keys such as {key!r}, found "
+            f"{_preview(sorted(state))}"
+        )
+    size = 320 if any(k.startswith("down5.") for k in state) else 160
+    width = int(state[key].shape[0]) / 32.0
+    return size, width
+
+
+def is_encoder_state(state: Mapping[str, Any]) -> bool:
+    return any(k.endswith("0.conv_block.0.weight") for k in state)
+
+
+def build_encoder(state: Mapping[str, Any]) -> Any:
+    """An AudioEncoderAVE holding exactly these weights (the "audio_encoder." prefix is accepted), in eval mode."""
+    from .torch_models import AudioEncoderAVE, load_encoder_state
+
+    return load_encoder_state(AudioEncoderAVE(), state).eval()
+
+
+def build_generator(state: Mapping[str, Any], size: int | None = None, width: float | None = None) -> Any:
+    """A UNetGenerator of the size and width the tensors say (or those given), loaded strictly, in eval mode."""
+    from .torch_models import UNetGenerator
+
+    inferred_size, inferred_width = infer_generator_layout(state)
+    size = int(size or inferred_size)
+    width = float(width or inferred_width)
+    try:
+        model = UNetGenerator(size=size, width=width)
+    except ValueError as error:
+        raise InputError(f"generator checkpoint: {error}") from error
+    expected = set(model.state_dict())
+    found = set(state)
+    missing, unexpected = sorted(expected - found), sorted(found - expected)
+    if missing or unexpected:
+        raise InputError(
+            f"generator checkpoint (size {size}, width {width:g}): expected {len(expected)} keys, found {len(found)}; "
+            f"missing {len(missing)}: {_preview(missing)}; unexpected {len(unexpected)}: {_preview(unexpected)}"
+        )
+    try:
+        model.load_state_dict(dict(state), strict=True)
+    except RuntimeError as error:
+        raise InputError(f"generator checkpoint (size {size}, width {width:g}): tensors do not fit: {error}") from error
+    return model.eval()
+
+
+def _preview(keys: list[str], limit: int = 6) -> str:
+    shown = ", ".join(repr(k) for k in keys[:limit])
+    return f"[{shown}{', ...' if len(keys) > limit else ''}]"
+
+
+def _provenance(path: Path, details: dict[str, str]) -> Provenance:
+    torch = _torch()
+    return Provenance("torch", torch.__version__.split("+")[0], "cpu", "fp32", str(path), details)
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads:
+        _torch().set_num_threads(int(threads))
+
+
+class TorchEncoder:
+    """Mel windows [B,1,80,16] -> features [B,512] with the AVE encoder of a .pth checkpoint."""
+
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        self.path = Path(path)
+        _set_threads(threads)
+        state = load_state_dict(self.path)
+        if not is_encoder_state(state) and "inc.inconv.0.conv.6.weight" in state:
+            raise InputError(f"encoder {self.path.name}: expected an AVE encoder checkpoint, found a generator checkpoint")
+        self.model = build_encoder(state)
+        self.provenance = _provenance(self.path, {"architecture": "AudioEncoderAVE"})
+
+    def encode(self, windows: np.ndarray) -> np.ndarray:
+        torch = _torch()
+        windows = np.asarray(windows, dtype=np.float32)
+        if windows.ndim != 4 or windows.shape[1:] != (1, MEL_BANDS, WINDOW_FRAMES):
+            raise InputError(f"encoder {self.path.name}: expected mel windows [B,1,80,16], found {list(windows.shape)}")
+        parts = []
+        with torch.inference_mode():
+            for start in range(0, len(windows), ENCODER_BATCH):
+                parts.append(self.model(torch.from_numpy(windows[start:start + ENCODER_BATCH])).numpy())
+        return np.concatenate(parts) if parts else np.zeros((0, FEATURE_WIDTH), np.float32)
+
+
+class TorchGenerator:
+    """Image [B,6,S,S] + audio [B,32,16,16] -> image [B,3,S,S] with the U-Net of a .pth checkpoint."""
+
+    def __init__(self, path: str | Path, threads: int | None = None, size: int | None = None,
+                 width: float | None = None) -> None:
+        self.path = Path(path)
+        _set_threads(threads)
+        state = load_state_dict(self.path)
+        if is_encoder_state(state):
+            raise InputError(f"generator {self.path.name}: expected a U-Net generator checkpoint, found an AVE encoder checkpoint")
+        self.model = build_generator(state, size, width)
+        self.size = int(self.model.size)
+        self.provenance = _provenance(self.path, {"architecture": f"UNetGenerator size {self.size} width {self.model.width:g}"})
+
+    def generate(self, image: np.ndarray, audio: np.ndarray) -> np.ndarray:
+        torch = _torch()
+        image = np.asarray(image, dtype=np.float32)
+        audio = np.asarray(audio, dtype=np.float32)
+        s = self.size
+        if image.ndim != 4 or image.shape[1:] != (6, s, s):
+            raise InputError(f"generator {self.path.name}: expected an image input [B,6,{s},{s}], found {list(image.shape)}")
+        if audio.shape != (len(image), *AUDIO_TENSOR_SHAPE):
+            raise InputError(f"generator {self.path.name}: expected an audio input [{len(image)},32,16,16], found {list(audio.shape)}")
+        parts = []
+        with torch.inference_mode():
+            for start in range(0, len(image), GENERATOR_BATCH):
+                stop = start + GENERATOR_BATCH
+                parts.append(self.model(torch.from_numpy(image[start:stop]), torch.from_numpy(audio[start:stop])).numpy())
+        return np.concatenate(parts)
+
+
+def _options(options: Mapping[str, Any] | None, allowed: tuple[str, ...], role: str) -> dict[str, Any]:
+    options = {k: v for k, v in dict(options or {}).items() if v is not None}
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise InputError(f"PyTorch {role} options: expected some of {', '.join(allowed)}, found {', '.join(unknown)}")
+    return options
+
+
+def open_torch_encoder(path: str | Path, options: Mapping[str, Any] | None = None) -> TorchEncoder:
+    """Registry entry point for .pth/.pt encoders."""
+    return TorchEncoder(path, **_options(options, ("threads",), "encoder"))
+
+
+def open_torch_generator(path: str | Path, options: Mapping[str, Any] | None = None) -> TorchGenerator:
+    """Registry entry point for .pth/.pt generators; options may fix size and width instead of inferring them."""
+    return TorchGenerator(path, **_options(options, ("threads", "size", "width"), "generator"))
