@@ -81,8 +81,10 @@ class MainWindow(QMainWindow):
     """The application window. Tests drive it through its public methods and read its widgets."""
 
     def __init__(self, settings: QSettings | None = None, prefer_audio: bool = True,
-                 audio_device: int | str | None = None, cache_bytes: int | None = None) -> None:
+                 audio_device: int | str | None = None, cache_bytes: int | None = None,
+                 audio_options: dict[str, Any] | None = None) -> None:
         super().__init__()
+        self.audio_options = dict(audio_options or {})  # extra AudioClock arguments (samplerate, record_blocks)
         self.settings = settings if settings is not None else QSettings("lipsync-compare", "lipsync-compare")
         self.prefer_audio = prefer_audio
         self.audio_device = audio_device
@@ -309,7 +311,8 @@ class MainWindow(QMainWindow):
         self.timeline.set_audio(self.samples, self.num_frames)
         self.timeline.set_loop(None)
         self.loop_box.setChecked(False)
-        self.clock, reason = open_clock(self.samples, prefer_audio=self.prefer_audio, device=self.audio_device)
+        self.clock, reason = open_clock(self.samples, prefer_audio=self.prefer_audio, device=self.audio_device,
+                                        **self.audio_options)
         self.watcher = FallbackWatcher(self.clock)
         self.clock.set_speed(float(self.speed_box.currentData()))
         self.clock_label.setText(self.clock.description)

@@ -1,0 +1,215 @@
+"""Playback clocks: the pure timing rules, the wall-clock fallback, and the audio clock on a real-time JACK device.
+
+The JACK test starts a dummy JACK server (a real, real-time PortAudio device with no sound card), plays 5 s in
+the real window and checks, at every display tick, that the frame on screen is the frame of the sample being
+heard. The expected frame is computed here from the raw log of audio blocks the device consumed (interpolating
+between blocks' DAC times), not from the clock's own extrapolation.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+
+import numpy as np
+import pytest
+
+from tests.builders.fake_lanes import FakeLane, encoded_frame_index
+from ui.clock import FallbackWatcher, WallClock, frame_at, heard_sample, open_clock
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# pure rules
+# ---------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("position", "offset", "expected"),
+    [(0.0, 0.0, 0), (0.039, 0.0, 0), (0.04, 0.0, 1), (1.0, 0.0, 25), (2.5, 0.0, 62),
+     (1.0, 0.2, 20),  # a positive offset delays the picture by 0.2 s = 5 frames
+     (1.0, -0.2, 30), (0.1, 0.5, 0), (100.0, 0.0, 99)],  # clamped to the clip's 100 frames
+)
+def test_frame_at_is_the_25fps_frame_of_the_heard_time(position, offset, expected) -> None:
+    assert frame_at(position, 100, offset) == expected
+
+
+def test_heard_sample_extrapolates_from_the_dac_anchor() -> None:
+    # sample 48000 reaches the DAC at t=10.0; 5 ms later, 240 more samples at 48 kHz have been heard
+    assert heard_sample(48000, 10.0, 10.005, 48000) == pytest.approx(48240)
+    # before the block reaches the DAC, the heard position is still behind the anchor
+    assert heard_sample(48000, 10.0, 9.99, 48000) == pytest.approx(47520)
+
+
+def test_wall_clock_plays_pauses_seeks_and_slows_down() -> None:
+    now = FakeTime()
+    clock = WallClock(10.0, now=now)
+    clock.play()
+    now.now += 2.0
+    assert clock.position_s() == pytest.approx(2.0)
+    clock.pause()
+    now.now += 5.0
+    assert clock.position_s() == pytest.approx(2.0) and not clock.playing
+    clock.seek(4.0)
+    clock.set_speed(0.25)
+    clock.play()
+    now.now += 2.0
+    assert clock.position_s() == pytest.approx(4.5)
+    now.now += 100.0
+    assert clock.position_s() == pytest.approx(10.0) and not clock.playing  # stops at the end
+    with pytest.raises(ValueError, match="expected 0.25 to 1.0, found 2"):
+        clock.set_speed(2.0)
+
+
+class DyingAudioClock:
+    """An audio clock whose device vanished at 3.2 s of playback."""
+
+    kind = "audio"
+    description = "audio: test device"
+    duration_s = 10.0
+    playing = True
+    failure = "the audio device went away"
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def position_s(self) -> float:
+        return 3.2
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_vanished_device_hands_over_to_a_wall_clock_at_the_same_position() -> None:
+    dying = DyingAudioClock()
+    watcher = FallbackWatcher(dying)
+    assert watcher.check() == "the audio device went away"
+    assert dying.closed
+    assert watcher.clock.kind == "wall" and "went away" in watcher.clock.description
+    assert watcher.clock.playing
+    assert watcher.clock.position_s() == pytest.approx(3.2, abs=0.05)
+    assert watcher.check() is None  # only once
+
+
+def test_no_device_gives_a_wall_clock_and_a_reason(monkeypatch) -> None:
+    import sounddevice
+
+    def no_device(*args, **kwargs):
+        raise sounddevice.PortAudioError("Error querying device -1")
+
+    monkeypatch.setattr(sounddevice, "query_devices", no_device)
+    clock, reason = open_clock(np.zeros(16000, np.float32))
+    assert clock.kind == "wall"
+    assert "PortAudioError" in reason and "Error querying device" in reason
+    assert "wall clock" in clock.description
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# a real-time device: JACK's dummy driver
+# ---------------------------------------------------------------------------------------------------------------
+JACK_RATE = 48000
+JACK_PERIOD = 480
+
+
+@pytest.fixture
+def jack_device(monkeypatch):
+    """Starts a private jackd (dummy driver), re-initialises PortAudio, yields the JACK output device index."""
+    if shutil.which("jackd") is None or shutil.which("jack_wait") is None:
+        pytest.skip("jackd (Debian package jackd2) is not installed; tools/setup.sh dev installs it")
+    import sounddevice
+
+    server = f"lipsync-test-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("JACK_DEFAULT_SERVER", server)
+    monkeypatch.setenv("JACK_NO_AUDIO_RESERVATION", "1")
+    process = subprocess.Popen(
+        ["jackd", "--no-realtime", "-n", server, "-d", "dummy", "-r", str(JACK_RATE), "-p", str(JACK_PERIOD)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=os.environ.copy(),
+    )
+    try:
+        waited = subprocess.run(["jack_wait", "-w", "-t", "30", "-s", server], capture_output=True, text=True,
+                                timeout=60)
+        if process.poll() is not None or "available" not in waited.stdout:
+            output = process.stdout.read().decode(errors="replace") if process.poll() is not None else ""
+            pytest.fail(f"jackd did not start: {waited.stdout} {waited.stderr} {output}")
+        sounddevice._terminate()  # PortAudio lists host APIs at initialisation: re-scan now that JACK runs
+        sounddevice._initialize()
+        apis = [api for api in sounddevice.query_hostapis() if "JACK" in api["name"]]
+        assert apis, f"PortAudio has no JACK host API: {sounddevice.query_hostapis()}"
+        yield apis[0]["default_output_device"]
+    finally:
+        # PortAudio must let go of the JACK client before the server dies, or its JACK host API asserts on exit.
+        sounddevice._terminate()
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+        sounddevice._initialize()
+
+
+def heard_frame_from_blocks(blocks, now: float, rate: float, speed: float = 1.0) -> float | None:
+    """The media frame at the DAC at stream time ``now``, interpolated between the two blocks around ``now``."""
+    for earlier, later in zip(blocks, blocks[1:]):
+        if earlier.dac_time <= now < later.dac_time:
+            fraction = (now - earlier.dac_time) / (later.dac_time - earlier.dac_time)
+            sample = earlier.first_sample + fraction * (later.first_sample - earlier.first_sample)
+            return sample / rate * speed * 25.0
+    return None
+
+
+@pytest.mark.audio_device
+@pytest.mark.slow
+def test_the_displayed_frame_follows_the_jack_clock_for_five_seconds(qtbot, tmp_path, jack_device) -> None:
+    from PySide6.QtCore import QSettings
+
+    from ui.main_window import MainWindow, frame_count_for
+
+    samples = (0.2 * np.sin(2 * np.pi * 220 * np.arange(16000 * 7) / 16000)).astype(np.float32)
+    frames = frame_count_for(samples)
+    window = MainWindow(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat), prefer_audio=True,
+                        audio_device=jack_device, audio_options={"samplerate": JACK_RATE, "record_blocks": True})
+    qtbot.addWidget(window)
+    window.show()
+    window.set_content(samples, [FakeLane("a", frames), FakeLane("b", frames, seed=1)])
+    clock = window.clock
+    assert clock.kind == "audio", window.clock_label.text()
+    assert clock.rate == JACK_RATE
+    qtbot.waitUntil(lambda: all(s.view.shown_index == 0 for s in window.slots), timeout=30_000)
+
+    observations: list[tuple[float, int, list[int]]] = []
+
+    def observe() -> None:  # runs right after the window's own tick (connected after it)
+        if clock.playing:
+            pictures = [encoded_frame_index(s.view.image.shown[..., ::-1]) for s in window.slots]
+            observations.append((clock._stream.time, window.current_frame, pictures))
+
+    window.timer.timeout.connect(observe)
+    window.play()
+    qtbot.waitUntil(lambda: clock.position_s() >= 5.0, timeout=60_000)
+    window.pause()
+    window.timer.timeout.disconnect(observe)
+    blocks = list(clock.blocks)
+    window.close()
+
+    stream_span = blocks[-1].dac_time - blocks[0].dac_time
+    assert stream_span == pytest.approx(5.0, abs=0.3)  # the device clock ran for the 5 s we played
+    checked = 0
+    worst = 0.0
+    for now, shown, pictures in observations:
+        expected = heard_frame_from_blocks(blocks, now, JACK_RATE)
+        if expected is None:
+            continue
+        checked += 1
+        for frame in [shown, *pictures]:
+            worst = max(worst, abs(frame + 0.5 - expected))  # +0.5: a frame covers [i, i+1) of frame time
+            assert abs(frame + 0.5 - expected) <= 1.5, (now, frame, expected)
+    assert checked >= 100, f"only {checked} display ticks could be checked"
+    print(f"checked {checked} ticks; worst distance from the heard frame {worst:.2f} frames")
