@@ -1,0 +1,111 @@
+"""Small widgets and pixel helpers on their own: the log scale slider, wipe/difference, the late-frame marker."""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QSettings
+
+from tests.builders.fake_lanes import FakeLane, encoded_frame_index
+from ui.compare_view import difference, wipe
+from ui.scale_control import SLIDER_MAX, ScaleControl, scale_to_slider, slider_to_scale
+from ui.timeline import waveform_envelope
+
+
+def test_slider_spans_five_decades_evenly_in_log10() -> None:
+    assert SLIDER_MAX == 5000
+    assert slider_to_scale(0) == pytest.approx(0.01)
+    assert slider_to_scale(SLIDER_MAX) == pytest.approx(1000.0)
+    assert slider_to_scale(2000) == pytest.approx(1.0)  # 0.01 x 10^2
+    assert slider_to_scale(4000) == pytest.approx(100.0)
+    # equal steps are equal ratios
+    assert slider_to_scale(1300) / slider_to_scale(1000) == pytest.approx(10 ** 0.3)
+
+
+@pytest.mark.parametrize("scale", [0.01, 0.0371, 1.0, 42.0, 999.0])
+def test_slider_round_trip_is_within_half_a_step(scale: float) -> None:
+    back = slider_to_scale(scale_to_slider(scale))
+    assert abs(math.log10(back / scale)) <= 0.5 / 1000 + 1e-12
+
+
+def test_slider_clamps_out_of_range_and_nonsense_scales() -> None:
+    assert scale_to_slider(5000.0) == SLIDER_MAX
+    assert scale_to_slider(1e-5) == 0
+    assert scale_to_slider(float("nan")) == 0
+    assert scale_to_slider(-3.0) == 0
+
+
+def test_dragging_is_coalesced_into_few_scale_changes(qtbot) -> None:
+    control = ScaleControl(1.0)
+    qtbot.addWidget(control)
+    seen: list[float] = []
+    control.scaleChanged.connect(seen.append)
+    for position in range(2000, 2400, 4):  # a quick drag: 100 slider moves within one coalescing interval
+        control.slider.setValue(position)
+    qtbot.waitUntil(lambda: len(seen) >= 1, timeout=10_000)
+    qtbot.wait(200)
+    assert len(seen) < 10
+    assert seen[-1] == pytest.approx(slider_to_scale(2396))
+    assert control.box.value() == pytest.approx(slider_to_scale(2396), rel=1e-4)
+
+
+def test_typing_a_value_applies_at_once_and_reset_returns_to_one(qtbot) -> None:
+    control = ScaleControl(1.0)
+    qtbot.addWidget(control)
+    seen: list[float] = []
+    control.scaleChanged.connect(seen.append)
+    control.box.setValue(250.0)
+    assert seen == [250.0]
+    assert control.slider.value() == scale_to_slider(250.0)
+    control.reset_button.click()
+    assert seen[-1] == 1.0 and control.slider.value() == 2000
+
+
+def test_wipe_and_difference_by_hand() -> None:
+    a = np.full((2, 4, 3), 10, np.uint8)
+    b = np.full((2, 4, 3), 13, np.uint8)
+    assert wipe(a, b, 0.5)[:, :2].tolist() == a[:, :2].tolist()
+    assert wipe(a, b, 0.5)[:, 2:].tolist() == b[:, 2:].tolist()
+    assert int(difference(a, b, 8).max()) == 24
+    assert int(difference(b, a, 100).max()) == 255  # clipped, symmetric
+
+
+def test_waveform_envelope_is_min_and_max_per_bucket() -> None:
+    samples = np.array([0, 1, -2, 3, 4, -5, 6, 7], np.float32)
+    low, high = waveform_envelope(samples, 2)
+    assert low.tolist() == [-2, -5] and high.tolist() == [3, 7]
+
+
+def test_a_lane_that_cannot_keep_up_shows_its_latest_frame_with_a_marker(qtbot, tmp_path) -> None:
+    """Audio (here the wall clock) keeps going; the slow lane holds its last picture and says it is late."""
+    from ui.main_window import MainWindow, frame_count_for
+
+    release = threading.Event()
+
+    class StuckLane(FakeLane):
+        def frame(self, index, scale):
+            if index > 0:
+                release.wait(60)
+            return super().frame(index, scale)
+
+    samples = np.zeros(16000 * 4, np.float32)
+    frames = frame_count_for(samples)
+    window = MainWindow(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat), prefer_audio=False)
+    qtbot.addWidget(window)
+    window.show()
+    try:
+        window.set_content(samples, [StuckLane("slow", frames)])
+        view = window.slots[0].view
+        qtbot.waitUntil(lambda: view.shown_index == 0, timeout=30_000)
+        window.play()
+        qtbot.waitUntil(lambda: window.current_frame >= 5, timeout=30_000)
+        assert window.playing  # the clock did not wait for the renderer
+        assert view.is_late and view.late_marker.isVisibleTo(view)
+        assert encoded_frame_index(view.image.shown[..., ::-1]) == 0  # still the latest rendered frame
+        window.pause()
+    finally:
+        release.set()
+        window.close()
