@@ -148,6 +148,20 @@ class _GraphBuilder:
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def load_mil_function(spec: Any, weights_dir: Path | None, label: str) -> Any:
+    """The main function of an ML Program, with its weights read from the package (coremltools' milproto loader)."""
+    _quiet_coremltools()
+    from coremltools.converters.mil.frontend.milproto.load import load as load_milproto
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = load_milproto(spec, spec.specificationVersion, str(weights_dir or ""))
+    except Exception as error:
+        raise InputError(f"Core ML model {label}: the ML Program could not be read: {error}") from error
+    return program.functions.get("main") or next(iter(program.functions.values()))
+
+
 class _MilTranslator:
     def __init__(self, spec: Any, weights_dir: Path | None, precision: str, label: str) -> None:
         self.spec = spec
@@ -159,19 +173,11 @@ class _MilTranslator:
         self.batchable = True
 
     def run(self) -> TranslatedModel:
-        ct = _quiet_coremltools()
-        from coremltools.converters.mil.frontend.milproto.load import load as load_milproto
+        _quiet_coremltools()
         from coremltools.converters.mil.mil import types
 
         self.types = types
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                program = load_milproto(self.spec, self.spec.specificationVersion, str(self.weights_dir or ""))
-        except Exception as error:
-            raise InputError(f"Core ML model {self.label}: the ML Program could not be read: {error}") from error
-        del ct
-        function = program.functions.get("main") or next(iter(program.functions.values()))
+        function = load_mil_function(self.spec, self.weights_dir, self.label)
         operations = list(function.operations)
         counts = Counter(op.op_type for op in operations)
         unsupported = sorted({op.op_type for op in operations if op.op_type != "const" and op.op_type not in _MIL_OPS})

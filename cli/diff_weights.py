@@ -1,0 +1,49 @@
+"""`diff-weights A B [--json OUT]`: are these two files (any formats) the same trained network?
+
+Layers are paired by order and shape, batch norm is folded where one file folded it, and each pair gets a cosine,
+a scale ratio and a max difference; layers that still hold PyTorch's default initialisation are flagged by name.
+This is the check that would have caught the Core ML encoder that kept its random weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from backends.inspection import WeightDiff, diff_weights
+from cli.common import write_json
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "diff-weights",
+        help="compare the weights of two files of one network (.onnx, .mlpackage, .mlmodel, .pth)",
+        description="Pair the layers of A and B by order and shape, report cosine, scale and max difference per "
+        "layer, flag layers that look untrained, and give a verdict.",
+    )
+    p.add_argument("a", type=Path, metavar="A")
+    p.add_argument("b", type=Path, metavar="B")
+    p.add_argument("--json", type=Path, metavar="OUT.json", help="also write the comparison as JSON")
+    p.add_argument("--force", action="store_true", help="replace OUT.json if it exists")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    result = diff_weights(args.a, args.b)
+    print(format_diff(result))
+    if args.json:
+        write_json(args.json, result.to_json(), args.force)
+    return 0
+
+
+def format_diff(result: WeightDiff) -> str:
+    lines = [f"A: {result.a.path.name} ({result.a.format}, {result.a.precision})",
+             f"B: {result.b.path.name} ({result.b.format}, {result.b.precision})",
+             f"  {'#':>3} {'layer in A':28} {'layer in B':28} {'shape':16} {'cosine':>8} {'scale':>8} {'max abs':>9}  flags"]
+    for index, c in enumerate(result.layers):
+        number = lambda v, f: format(v, f) if v is not None else "-"  # noqa: E731
+        lines.append(f"  {index:>3} {(c.a or '-')[:28]:28} {(c.b or '-')[:28]:28} {'x'.join(map(str, c.shape)):16} "
+                     f"{number(c.cosine, '8.4f'):>8} {number(c.scale, '8.4f'):>8} {number(c.max_abs, '9.2e'):>9}  "
+                     f"{'; '.join(c.flags)}")
+    lines.append(f"verdict: {result.verdict}")
+    return "\n".join(lines)

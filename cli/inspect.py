@@ -1,0 +1,62 @@
+"""`inspect MODEL [--json OUT]`: what a model file holds, in any format the app reads.
+
+Format, inputs, outputs, precision, operation counts, parameter count and per-layer weight statistics: enough to
+see at a glance that a Core ML file is fp16, that an encoder has the wrong output shape, or that its weights are
+still PyTorch's random initialisation.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from backends.inspection import ModelDescription, describe
+from backends.shapes import format_dim
+from cli.common import write_json
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "inspect",
+        help="describe a model file (.onnx, .mlpackage, .mlmodel, .pth)",
+        description="Print a model's format, inputs, outputs, precision, operation counts, parameter count and "
+        "weight statistics per layer; --json writes the same as JSON.",
+    )
+    p.add_argument("model", type=Path, metavar="MODEL")
+    p.add_argument("--json", type=Path, metavar="OUT.json", help="also write the description as JSON")
+    p.add_argument("--force", action="store_true", help="replace OUT.json if it exists")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    description = describe(args.model)
+    print(format_description(description))
+    if args.json:
+        write_json(args.json, description.to_json(), args.force)
+    return 0
+
+
+def format_description(d: ModelDescription) -> str:
+    """Plain text for a terminal: a header, then one line per layer."""
+    def tensor(t) -> str:  # noqa: ANN001
+        dims = "?" if t.shape is None else "[" + ",".join(format_dim(x) for x in t.shape) + "]"
+        return f"{t.name}:{dims} {t.dtype}"
+
+    lines = [
+        f"{d.path.name}",
+        f"  format      {d.format}",
+        f"  inputs      {', '.join(tensor(t) for t in d.inputs) or '?'}",
+        f"  outputs     {', '.join(tensor(t) for t in d.outputs) or '?'}",
+        f"  precision   {d.precision}",
+        f"  parameters  {d.parameter_count:,}",
+        f"  operations  {', '.join(f'{k} x{v}' for k, v in sorted(d.op_counts.items()))}",
+    ]
+    lines += [f"  note        {n}" for n in d.notes]
+    lines.append(f"  layers ({len(d.layers)}):")
+    lines.append(f"    {'#':>3} {'name':32} {'kind':6} {'shape':18} {'dtype':8} {'min':>9} {'max':>9} {'std':>9}  flags")
+    for index, layer in enumerate(d.layers):
+        s = layer.stats()
+        shape = "x".join(str(x) for x in s["shape"]) + (" +bn" if s["batch_norm"] else "")
+        lines.append(f"    {index:>3} {s['name'][:32]:32} {s['kind']:6} {shape:18} {s['dtype']:8} "
+                     f"{s['min']:9.4f} {s['max']:9.4f} {s['std']:9.4f}  {'; '.join(s['flags'])}")
+    return "\n".join(lines)
