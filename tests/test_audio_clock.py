@@ -213,3 +213,27 @@ def test_the_displayed_frame_follows_the_jack_clock_for_five_seconds(qtbot, tmp_
             assert abs(frame + 0.5 - expected) <= 1.5, (now, frame, expected)
     assert checked >= 100, f"only {checked} display ticks could be checked"
     print(f"checked {checked} ticks; worst distance from the heard frame {worst:.2f} frames")
+
+
+@pytest.mark.audio_device
+def test_stepping_plays_exactly_that_frames_200_ms_on_the_device(jack_device) -> None:
+    import time
+
+    from ui.clock import AudioClock
+
+    clock = AudioClock(np.zeros(16000 * 3, np.float32), device=jack_device, samplerate=JACK_RATE, record_blocks=True)
+    try:
+        clock.seek(0.5)
+        clock.play_snippet(30 / 25)  # frame 30 starts at 1.2 s
+        deadline = time.monotonic() + 30
+        while clock._snippet is not None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        snippet = [b for b in clock.blocks if b.snippet]
+        assert snippet, "the device never played the snippet"
+        assert snippet[0].first_sample == 57_600  # 1.2 s x 48 kHz
+        assert sum(b.frames for b in snippet) == 9_600  # 0.2 s x 48 kHz
+        assert all(a.first_sample + a.frames == b.first_sample for a, b in zip(snippet, snippet[1:]))
+        assert clock.position_s() == pytest.approx(0.5)  # the paused position did not move
+        assert not [b for b in clock.blocks if not b.snippet]  # and nothing else was played
+    finally:
+        clock.close()

@@ -249,3 +249,82 @@ def test_unexpected_exception_is_logged_and_the_app_stays_up(qtbot, window, capl
         sys.excepthook = previous
     assert "boom in a slot" in caplog.text
     assert window.isVisible()
+
+
+def test_dropping_an_audio_file_replaces_the_clip_and_keeps_lanes_and_scales(qtbot, window, ui_session, tmp_path) -> None:
+    from tests.builders.speech import speak
+
+    tiny = lane_by_name(window, "tiny features")
+    window.set_lane_scale(tiny.lane_id, 7.0)
+    longer = speak("A different and rather longer sentence for the second clip.", tmp_path / "other.wav", rate=22050)
+    window.open_dropped(longer)
+    expected_frames = expected_frames_for(longer)
+    assert window.num_frames == expected_frames
+    assert [(s.spec.name, s.scale) for s in window.slots] == [("reference", 1.0), ("tiny features", 7.0)]
+    assert window.session.audio == longer
+    wait_shown(qtbot, window, 0)
+
+
+def expected_frames_for(path: Path) -> int:
+    """N + 2 with N = int((T - 16) / 80 * 25) + 2 and T = 1 + samples // 200 (PIPELINE.md stages 1-2), by hand."""
+    samples = load_audio(path).samples
+    mel_frames = 1 + len(samples) // 200
+    return int((mel_frames - 16) / 80 * 25) + 2 + 2
+
+
+def test_dropping_something_else_names_what_was_expected(window, tmp_path) -> None:
+    junk = tmp_path / "notes.txt"
+    junk.write_text("hello")
+    window.open_dropped(junk)
+    assert "notes.txt" in window.last_complaint and "expected a session (.toml)" in window.last_complaint
+
+
+def test_layout_and_last_session_are_remembered(qtbot, tmp_path, ui_session) -> None:
+    from ui.main_window import MainWindow
+
+    settings = QSettings(str(tmp_path / "remember.ini"), QSettings.Format.IniFormat)
+    first = MainWindow(settings, prefer_audio=False)
+    qtbot.addWidget(first)
+    first.show()
+    first.open_session(ui_session.path)
+    first.resize(760, 700)  # inside the offscreen platform's 800x800 screen, which clamps restored geometry
+    first.splitter.setSizes([450, 200])
+    size, sizes = (first.width(), first.height()), first.splitter.sizes()
+    first.close()
+    second = MainWindow(QSettings(str(tmp_path / "remember.ini"), QSettings.Format.IniFormat), prefer_audio=False)
+    qtbot.addWidget(second)
+    second.show()
+    try:
+        assert (second.width(), second.height()) == size
+        qtbot.waitUntil(lambda: sum(second.splitter.sizes()) == sum(sizes), timeout=10_000)
+        assert second.splitter.sizes() == sizes
+        assert second.settings.value("lastSession") == str(ui_session.path.resolve())
+        assert [a.text() for a in second.recent_menu.actions()] == [str(ui_session.path.resolve())]
+    finally:
+        second.close()
+
+
+def test_run_gui_opens_the_session_and_returns_when_the_app_quits(qtbot, ui_session, tmp_path, monkeypatch) -> None:
+    from PySide6.QtCore import QCoreApplication, QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from ui import app as app_module
+    from ui.main_window import MainWindow
+
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)  # run_gui installs its own; restore it afterwards
+    QSettings.setPath(QSettings.Format.NativeFormat, QSettings.Scope.UserScope, str(tmp_path))
+    seen = []
+
+    def check_and_quit() -> None:
+        windows = [w for w in QApplication.topLevelWidgets() if isinstance(w, MainWindow) and w.isVisible()]
+        seen.extend(windows)
+        if windows and windows[0].slots and all(s.view.shown_index == 0 for s in windows[0].slots):
+            for w in windows:
+                w.close()
+            QCoreApplication.quit()
+        else:
+            QTimer.singleShot(50, check_and_quit)
+
+    QTimer.singleShot(50, check_and_quit)
+    assert app_module.run_gui(ui_session.path) == 0
+    assert seen and [s.spec.name for s in seen[-1].slots] == ["reference", "tiny features"]

@@ -137,11 +137,15 @@ class WallClock:
 
 @dataclass(frozen=True)
 class BlockRecord:
-    """One callback: ``first_sample`` (in the speed-stretched buffer) reached the DAC at ``dac_time``."""
+    """One callback: ``first_sample`` (in the speed-stretched buffer) reached the DAC at ``dac_time``.
+
+    ``frames`` is how many buffer samples the block carried; ``snippet`` marks a step's 200 ms preview.
+    """
 
     first_sample: int
     frames: int
     dac_time: float
+    snippet: bool = False
 
 
 class AudioClock:
@@ -194,7 +198,7 @@ class AudioClock:
             self._cursor = start + len(chunk)
             self._anchor = (start, time_info.outputBufferDacTime)
             if self.blocks is not None:
-                self.blocks.append(BlockRecord(start, frames, time_info.outputBufferDacTime))
+                self.blocks.append(BlockRecord(start, len(chunk), time_info.outputBufferDacTime))
             if len(chunk) < frames:
                 self._playing = False  # end of clip: hold the last position
             return
@@ -205,6 +209,8 @@ class AudioClock:
             outdata[: len(chunk), 0] = chunk
             outdata[len(chunk):, 0] = 0.0
             self._snippet = (start + len(chunk), end) if start + len(chunk) < end else None
+            if self.blocks is not None:
+                self.blocks.append(BlockRecord(start, len(chunk), time_info.outputBufferDacTime, snippet=True))
             return
         outdata.fill(0.0)
 

@@ -128,11 +128,17 @@ class LaneView(QFrame):
             button.clicked.connect(slot)
         return button
 
-    def set_description(self, sources: str, provenance: str, is_reference: bool) -> None:
-        self.title.setText(f"<b>{self.name}</b>" + ("  <span style='color:#8ab4f8'>reference</span>"
-                                                     if is_reference else ""))
+    def set_description(self, sources: str, provenance: str, is_reference: bool, scale: float) -> None:
+        self._is_reference = is_reference
+        self.set_title_scale(scale)
         self.sources.setText(sources)
         self.provenance.setText(provenance)
+
+    def set_title_scale(self, scale: float) -> None:
+        """The title carries the scale so a screenshot always says how a lane was scaled."""
+        tag = "  <span style='color:#8ab4f8'>reference</span>" if getattr(self, "_is_reference", False) else ""
+        scale_text = "" if scale == 1.0 else f"  <span style='color:#fdd663'>× {scale:.4g}</span>"
+        self.title.setText(f"<b>{_escape(self.name)}</b>{scale_text}{tag}")
 
     def show_frame(self, image_bgr: np.ndarray, index: int, late: bool, scale: float) -> None:
         self.stack.setCurrentWidget(self.image)

@@ -369,7 +369,7 @@ class MainWindow(QMainWindow):
                 if value is not None:
                     parts.append(f"{role}: {value.summary()}")
             provenance = "\n".join(parts)
-        slot.view.set_description(sources, provenance, slot.lane_id == self.reference_id)
+        slot.view.set_description(sources, provenance, slot.lane_id == self.reference_id, slot.scale)
 
     def _lanes_changed(self) -> None:
         """Re-lay out the lane columns and everything that lists lanes."""
@@ -450,6 +450,7 @@ class MainWindow(QMainWindow):
         if scale <= 0 or scale == slot.scale:
             return
         slot.scale = float(scale)
+        slot.view.set_title_scale(slot.scale)
         if abs(slot.view.scale_control.scale - slot.scale) > 1e-12:
             slot.view.scale_control.set_scale(slot.scale)
         self._refresh_plots()
