@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import InputError
+from pipeline.features import pad_features
 
 from .base import FEATURE_WIDTH, MEL_BANDS, Provenance
 
@@ -114,11 +115,6 @@ def _drop_leading_ones(array: np.ndarray) -> np.ndarray:
     return array
 
 
-def pad_rows(features: np.ndarray) -> np.ndarray:
-    """[N,512] -> [N+2,512] by repeating the first and the last row, as the reference pads aud_ave.npy."""
-    return np.concatenate([features[:1], features, features[-1:]], axis=0)
-
-
 class FeatureDump:
     """Encoder features from a file: `.features` is [N+2,512] float32, ready for the audio tensor stage.
 
@@ -143,7 +139,7 @@ class FeatureDump:
         if num_windows is None:
             notes["padding"] = f"assumed already padded: {rows} rows used as N+2 (N = {rows - 2})"
         elif rows == num_windows:
-            array = pad_rows(array)
+            array = pad_features(array)
             notes["padding"] = f"{rows} rows = N: padded to N+2 by repeating the first and last row"
         elif rows == num_windows + 2:
             notes["padding"] = f"{rows} rows = N+2: used as is"
