@@ -57,6 +57,7 @@ class Lane:
         audio: Audio,
         avatar: Avatar | None = None,
         pad_mode: str = "constant",
+        shared_mels: dict[str, np.ndarray] | None = None,
     ) -> None:
         from backends.registry import open_encoder, open_generator
 
@@ -70,6 +71,8 @@ class Lane:
         self._raw_features: np.ndarray | None = None
         self._scaled: tuple[float, np.ndarray] | None = None
         self._inputs: dict[int, object] = {}
+        # Lanes of one session share the audio, so the computed mel is shared too (keyed by padding mode).
+        self._shared_mels = shared_mels if shared_mels is not None else {}
         # A lane without an encoder can still produce the mel, windows and generator inputs (the dump command).
         self.encoder = open_encoder(spec.encoder, dict(spec.options)) if spec.encoder is not None else None
         self.generator: Generator | None = (
@@ -99,7 +102,12 @@ class Lane:
 
                     self._mel = load_mel_dump(self.spec.mel)
                 else:
-                    self._mel = melspectrogram(self.audio.samples, pad_mode=self.pad_mode)
+                    mel = self._shared_mels.get(self.pad_mode)
+                    if mel is None:
+                        mel = melspectrogram(self.audio.samples, pad_mode=self.pad_mode)
+                        mel.setflags(write=False)
+                        self._shared_mels[self.pad_mode] = mel
+                    self._mel = mel
             return self._mel
 
     def windows(self) -> np.ndarray:
@@ -229,9 +237,10 @@ def open_lanes(session: Session, audio: Audio | None = None, avatar: Avatar | No
     if avatar is None and session.avatar is not None:
         avatar = Avatar.open(session.avatar)
     lanes: list[Lane | FailedLane] = []
+    shared_mels: dict[str, np.ndarray] = {}
     for spec in session.lanes:
         try:
-            lanes.append(Lane(spec, audio, avatar, pad_mode=session.pad_mode))
+            lanes.append(Lane(spec, audio, avatar, pad_mode=session.pad_mode, shared_mels=shared_mels))
         except InputError as exc:
             lanes.append(FailedLane(spec, str(exc)))
     return lanes
