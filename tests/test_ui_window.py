@@ -304,27 +304,17 @@ def test_layout_and_last_session_are_remembered(qtbot, tmp_path, ui_session) -> 
         second.close()
 
 
-def test_run_gui_opens_the_session_and_returns_when_the_app_quits(qtbot, ui_session, tmp_path, monkeypatch) -> None:
-    from PySide6.QtCore import QCoreApplication, QTimer
-    from PySide6.QtWidgets import QApplication
+def test_start_gui_opens_the_session_in_a_shown_window(qtbot, ui_session, tmp_path, monkeypatch) -> None:
+    from ui.app import start_gui
 
-    from ui import app as app_module
-    from ui.main_window import MainWindow
-
-    monkeypatch.setattr(sys, "excepthook", sys.excepthook)  # run_gui installs its own; restore it afterwards
-    QSettings.setPath(QSettings.Format.NativeFormat, QSettings.Scope.UserScope, str(tmp_path))
-    seen = []
-
-    def check_and_quit() -> None:
-        windows = [w for w in QApplication.topLevelWidgets() if isinstance(w, MainWindow) and w.isVisible()]
-        seen.extend(windows)
-        if windows and windows[0].slots and all(s.view.shown_index == 0 for s in windows[0].slots):
-            for w in windows:
-                w.close()
-            QCoreApplication.quit()
-        else:
-            QTimer.singleShot(50, check_and_quit)
-
-    QTimer.singleShot(50, check_and_quit)
-    assert app_module.run_gui(ui_session.path) == 0
-    assert seen and [s.spec.name for s in seen[-1].slots] == ["reference", "tiny features"]
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)  # start_gui installs its own; restore it afterwards
+    settings = QSettings(str(tmp_path / "start.ini"), QSettings.Format.IniFormat)
+    window = start_gui(ui_session.path, settings)
+    qtbot.addWidget(window)
+    try:
+        assert window.isVisible()
+        assert [s.spec.name for s in window.slots] == ["reference", "tiny features"]
+        wait_shown(qtbot, window, 0)
+        assert sys.excepthook is not sys.__excepthook__
+    finally:
+        window.close()

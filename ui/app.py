@@ -36,21 +36,24 @@ def install_excepthook(show_dialog: bool = True) -> None:
     sys.excepthook = hook
 
 
-def run_gui(session_path: Path | None) -> int:
-    """Open the window on a session (the demo when None, else the last session if the demo is missing)."""
+def start_gui(session_path: Path | None, settings=None):
+    """Everything run_gui does before the event loop: app, theme, exception hook, window, session.
+
+    Split out so tests can check the start-up without running (and quitting) the application's event loop.
+    Returns the MainWindow; it is shown.
+    """
     from PySide6.QtCore import QSettings
     from PySide6.QtWidgets import QApplication
 
     from ui.main_window import MainWindow
     from ui.theme import apply_dark_theme
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("lipsync-compare")
     app.setOrganizationName("lipsync-compare")
     apply_dark_theme(app)
     install_excepthook()
-    window = MainWindow(QSettings())
+    window = MainWindow(settings if settings is not None else QSettings())
     window.show()
     if session_path is None:
         from pipeline.session import demo_session_path
@@ -59,6 +62,20 @@ def run_gui(session_path: Path | None) -> int:
         if not session_path.exists():
             last = window.settings.value("lastSession", "")
             session_path = Path(last) if last and Path(last).exists() else None
+            if session_path is None:
+                window.statusBar().showMessage("The demo session is missing (resources/demo/demo.toml); "
+                                               "open a session with Ctrl+O.")
     if session_path is not None:
         window.open_session(session_path)
-    return int(app.exec())
+    return window
+
+
+def run_gui(session_path: Path | None) -> int:
+    """Open the window on a session (the demo when None, else the last session if the demo is missing) and run."""
+    from PySide6.QtWidgets import QApplication
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    window = start_gui(session_path)
+    code = int(QApplication.instance().exec())
+    window.shutdown()
+    return code

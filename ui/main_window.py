@@ -612,13 +612,12 @@ class MainWindow(QMainWindow):
         self._current_frame = frame
         self.frame_label.setText(f"frame {frame} / {self.num_frames - 1}   {frame / FPS:6.2f} s")
         self.timeline.set_playhead(frame)
-        self.plots.set_frame(frame)
+        self.plots.set_frame(frame, immediately=not self.playing)
         self._show_frame()
 
     def _show_frame(self, force: bool = False) -> None:
         """Show each lane's frame for the playhead, or keep its latest one with the late marker."""
         frame = self.current_frame
-        shown: dict[int, np.ndarray] = {}
         for slot in self.slots:
             if slot.lane is None or slot.failure:
                 continue
@@ -628,10 +627,6 @@ class MainWindow(QMainWindow):
                     self._display(slot, rendered, frame, late=False)
             elif slot.view.shown_index is not None:
                 slot.view.set_late(True)
-            image = slot.view.image.shown
-            if image is not None and not self.crop_action.isChecked():
-                shown[slot.lane_id] = np.ascontiguousarray(image[..., ::-1])
-        self._compare_frames = shown
         self._refresh_compare()
 
     def _display(self, slot: LaneSlot, rendered: Any, index: int, late: bool) -> None:
@@ -639,8 +634,12 @@ class MainWindow(QMainWindow):
         slot.view.show_frame(picture, index, late, slot.scale)
 
     def _refresh_compare(self) -> None:
-        if self.tabs.currentWidget() is self.compare_view:
-            self.compare_view.update_frames(getattr(self, "_compare_frames", {}))
+        """Feed the wipe/difference view the full frames on screen (BGR), only while it is visible."""
+        if self.tabs.currentWidget() is not self.compare_view or self.crop_action.isChecked():
+            return
+        shown = {slot.lane_id: np.ascontiguousarray(slot.view.image.shown[..., ::-1])
+                 for slot in self.slots if slot.view.image.shown is not None and not slot.failure}
+        self.compare_view.update_frames(shown)
 
     def _request_render(self) -> None:
         jobs = [LaneJob(s.lane_id, s.lane, s.scale) for s in self.slots if s.lane is not None and not s.failure]

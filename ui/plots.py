@@ -11,11 +11,13 @@ from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
+from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QComboBox, QGridLayout, QLabel, QVBoxLayout, QWidget
 
 from ui.timeline import LANE_COLOURS
 
 HISTOGRAM_BINS = 48
+FRAME_PLOTS_INTERVAL_MS = 100  # histogram and scatter follow playback at up to 10 Hz: enough to read, cheap to draw
 _INVISIBLE = (0, 0, 0, 0)  # band edges: FillBetweenItem needs drawn curves, so not pen=None
 WINDOW_HALF = 8  # the generator sees rows [i-8, i+8) of the padded features (PIPELINE.md stage 4)
 
@@ -102,6 +104,10 @@ class FeaturePlots(QWidget):
         self._reference_id: int | None = None
         self._frame = 0
         self._ranges: dict[tuple[int, int], Any] = {}  # (lane id, id of its features array) -> per-row ranges
+        self._frame_plots_timer = QTimer(self)  # coalesces frame changes during playback
+        self._frame_plots_timer.setSingleShot(True)
+        self._frame_plots_timer.setInterval(FRAME_PLOTS_INTERVAL_MS)
+        self._frame_plots_timer.timeout.connect(self._update_frame_plots)
 
         self.range_box = QWidget()
         self.range_layout = QVBoxLayout(self.range_box)
@@ -189,11 +195,16 @@ class FeaturePlots(QWidget):
         self.scatter_lane.blockSignals(False)
         self._update_frame_plots()
 
-    def set_frame(self, frame: int) -> None:
+    def set_frame(self, frame: int, immediately: bool = True) -> None:
+        """Move the playheads now; redraw histogram and scatter now, or within 100 ms while playing."""
         self._frame = frame
         for plot in self.range_plots:
             plot.playhead.setValue(frame)
-        self._update_frame_plots()
+        if immediately:
+            self._frame_plots_timer.stop()
+            self._update_frame_plots()
+        elif not self._frame_plots_timer.isActive():
+            self._frame_plots_timer.start()
 
     # -- frame-dependent plots --------------------------------------------------------------------------------
     def _update_frame_plots(self) -> None:
