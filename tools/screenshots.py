@@ -98,12 +98,12 @@ def take(session: Path, out: Path) -> list[Path]:
         window.grab().save(str(path))
         written.append(path)
 
-    shoot("window.png")
+    shoot("main.png")  # README.md shows this one
     others = [s for s in window.slots if s.lane_id != window.reference_id and not s.failure]
     if others:
         window.fit_lane(others[0].lane_id)
         _wait(app, all_shown, 300, "frames after fit")
-        shoot("window-fitted.png")
+        shoot("fitted.png")
         window.tabs.setCurrentWidget(window.compare_view)
         window.compare_view.mode.setCurrentText("Difference")
         window.compare_view.amount.setValue(8)
