@@ -197,6 +197,8 @@ class _MilTranslator:
         self.consts: dict[str, Any] = {}
         compute_types: Counter[str] = Counter()
         weight_types: Counter[str] = Counter()
+        deferred: set[str] = set()
+        output_names = {var.name for var in function.outputs}
         for op in operations:
             if op.op_type == "const":
                 value = op.outputs[0].val
@@ -208,7 +210,13 @@ class _MilTranslator:
             if out_type in ("fp16", "fp32"):
                 compute_types[out_type] += 1
             result = _MIL_OPS[op.op_type](self, op)
-            rounded = self._wants_rounding(op, out_type)
+            rounded = self._wants_rounding(op, out_type) or op.inputs.get("x") is not None and (
+                op.op_type == "relu" and op.inputs["x"].name in deferred)
+            if rounded and self._only_feeds_relu(op.outputs[0], output_names):
+                # relu(round(x)) == round(relu(x)): rounding after the relu lets onnxruntime fuse conv and relu,
+                # which keeps fp16 emulation close to plain fp32 speed.
+                deferred.add(op.outputs[0].name)
+                rounded = False
             self.names[op.outputs[0].name] = self.g.round_fp16(result) if rounded else result
         outputs: dict[str, tuple[int, ...] | None] = {}
         onnx_outputs = []
@@ -232,6 +240,11 @@ class _MilTranslator:
             return self.types.builtin_to_string(var.dtype)
         except Exception:
             return "unknown"
+
+    @staticmethod
+    def _only_feeds_relu(var: Any, output_names: set[str]) -> bool:
+        children = list(getattr(var, "child_ops", []))
+        return var.name not in output_names and len(children) == 1 and children[0].op_type == "relu"
 
     def _wants_rounding(self, op: Any, out_type: str) -> bool:
         if self.precision == "fp32" or out_type not in ("fp16", "fp32"):
