@@ -670,8 +670,8 @@ class MainWindow(QMainWindow):
             self._lanes_changed()
 
     def _refresh_plots(self) -> None:
-        lanes = [PlotLane(s.lane_id, s.spec.name, s.colour, s.scaled_features() if not s.failure else None)
-                 for s in self.slots]
+        # A lane whose generator failed may still have features: plot them, they often show why it failed.
+        lanes = [PlotLane(s.lane_id, s.spec.name, s.colour, s.scaled_features()) for s in self.slots]
         self.plots.set_lanes(lanes, self.reference_id)
         self.plots.set_frame(self.current_frame)
 
