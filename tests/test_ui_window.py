@@ -159,6 +159,16 @@ def test_fit_sets_the_least_squares_scale_and_shows_r2(qtbot, window) -> None:
     assert window.plots.fit_slope == pytest.approx(1.0, rel=1e-3)
 
 
+def test_choosing_another_reference_changes_what_fit_aims_at(qtbot, window) -> None:
+    qtbot.waitUntil(lambda: all(s.raw_features is not None for s in window.slots), timeout=WAIT_MS)
+    reference, tiny = lane_by_name(window, "reference"), lane_by_name(window, "tiny features")
+    window.set_reference(tiny.lane_id)
+    assert "reference" in tiny.view.title.text() and "reference" not in reference.view.title.text().replace(
+        "<b>reference</b>", "")
+    window.fit_lane(reference.lane_id)
+    assert reference.scale == pytest.approx(TINY_FEATURE_SCALE, rel=1e-3)  # now the big lane is scaled down
+
+
 def test_add_reorder_and_remove_a_lane(qtbot, window, ui_session) -> None:
     wait_shown(qtbot, window, 0)
     added = window.add_lane(LaneSpec("third", ui_session.encoder, ui_session.generator, scale=2.0))
@@ -318,3 +328,4 @@ def test_start_gui_opens_the_session_in_a_shown_window(qtbot, ui_session, tmp_pa
         assert sys.excepthook is not sys.__excepthook__
     finally:
         window.close()
+

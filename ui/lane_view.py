@@ -51,6 +51,7 @@ class LaneView(QFrame):
     moveRequested = Signal(int)  # -1 left, +1 right
     replaceEncoderRequested = Signal()
     replaceGeneratorRequested = Signal()
+    makeReferenceRequested = Signal()
 
     def __init__(self, name: str, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -76,6 +77,7 @@ class LaneView(QFrame):
         menu = QMenu(self)
         menu.addAction("Replace encoder…", self.replaceEncoderRequested.emit)
         menu.addAction("Replace generator…", self.replaceGeneratorRequested.emit)
+        menu.addAction("Use as reference", self.makeReferenceRequested.emit)
         menu.addSeparator()
         menu.addAction("Remove lane", self.removeRequested.emit)
         self.menu_button.setMenu(menu)

@@ -338,6 +338,7 @@ class MainWindow(QMainWindow):
         view.moveRequested.connect(lambda delta, s=slot: self.move_lane(s.lane_id, delta))
         view.replaceEncoderRequested.connect(lambda s=slot: self.choose_replacement(s.lane_id, "encoder"))
         view.replaceGeneratorRequested.connect(lambda s=slot: self.choose_replacement(s.lane_id, "generator"))
+        view.makeReferenceRequested.connect(lambda s=slot: self.set_reference(s.lane_id))
         if failure:
             view.show_error(failure)
         self.slots.append(slot)
@@ -417,6 +418,11 @@ class MainWindow(QMainWindow):
             return Lane(spec, donor.audio, donor.avatar, pad_mode=getattr(donor, "pad_mode", "constant"))
         except InputError as error:
             return FailedLane(spec, str(error))
+
+    def set_reference(self, lane_id: int) -> None:
+        """The lane Fit and the scatter compare against (saved as the session's ``reference``)."""
+        self.reference_id = self.slot(lane_id).lane_id
+        self._lanes_changed()
 
     def remove_lane(self, lane_id: int) -> None:
         if len(self.slots) <= 1:
