@@ -329,11 +329,9 @@ class FallbackWatcher:
                 return None
             position = self.clock.position_s()
             duration = getattr(self.clock, "duration_s", position)
-            was_playing = True
             self.clock.close()
             wall = WallClock(duration, f"wall clock — {failure}")
             wall.seek(position)
-            if was_playing:
-                wall.play()
+            wall.play()  # a failure is only reported during playback, so playback goes on
             self.clock = wall
             return failure
