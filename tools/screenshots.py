@@ -3,6 +3,7 @@
     python tools/screenshots.py                      # the demo session
     python tools/screenshots.py --session my.toml    # another session
     python tools/screenshots.py --synthetic          # a generated session (espeak + tiny models), no demo needed
+    python tools/screenshots.py --frame 150          # show this frame (the demo's widest-open mouth)
 
 Without a DISPLAY the script re-runs itself under xvfb-run, so the pictures come from the real xcb platform plugin
 (fonts, styles and antialiasing as users see them), not from the offscreen plugin the tests use. Settings go to a
@@ -65,7 +66,7 @@ def _speech_frame(window) -> int:
     return int(np.argmax(middle)) + window.num_frames // 5
 
 
-def take(session: Path, out: Path) -> list[Path]:
+def take(session: Path, out: Path, frame: int | None = None) -> list[Path]:
     from PySide6.QtCore import QSettings
     from PySide6.QtWidgets import QApplication
 
@@ -81,7 +82,7 @@ def take(session: Path, out: Path) -> list[Path]:
     if not window.open_session(session):
         raise SystemExit(f"screenshots: cannot open {session}: {getattr(window, 'last_complaint', '')}")
     _wait(app, lambda: all(s.raw_features is not None or s.failure for s in window.slots), 300, "features")
-    frame = _speech_frame(window)
+    frame = _speech_frame(window) if frame is None else max(0, min(window.num_frames - 1, frame))
     window.seek_frame(frame)
 
     def all_shown() -> bool:
@@ -120,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--session", type=Path, help="session .toml (default: the demo)")
     parser.add_argument("--synthetic", action="store_true", help="generate a small session instead of the demo")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots")
+    parser.add_argument("--frame", type=int, help="frame to show (default: the loudest speech in the middle 60 %%)")
     args = parser.parse_args(argv)
     if not os.environ.get("DISPLAY") and not os.environ.get("LIPSYNC_SCREENSHOTS_CHILD"):
         return _reexec_under_xvfb()
@@ -135,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"screenshots: {session} does not exist; build the demo or pass --session/--synthetic",
                   file=sys.stderr)
             return 2
-    for path in take(session, args.out):
+    for path in take(session, args.out, args.frame):
         print(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
     return 0
 

@@ -138,7 +138,8 @@ class LaneView(QFrame):
 
     def set_title_scale(self, scale: float) -> None:
         """The title carries the scale so a screenshot always says how a lane was scaled."""
-        tag = "  <span style='color:#8ab4f8'>reference</span>" if getattr(self, "_is_reference", False) else ""
+        tagged = getattr(self, "_is_reference", False) and "reference" not in self.name.lower()
+        tag = "  <span style='color:#8ab4f8'>reference</span>" if tagged else ""
         scale_text = "" if scale == 1.0 else f"  <span style='color:#fdd663'>× {scale:.4g}</span>"
         self.title.setText(f"<b>{_escape(self.name)}</b>{scale_text}{tag}")
 

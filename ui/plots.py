@@ -47,6 +47,7 @@ class RangePlot(pg.PlotWidget):
         self.setMouseEnabled(x=True, y=False)
         self.setMenuEnabled(False)
         self.showGrid(x=False, y=True, alpha=0.2)
+        self.getAxis("left").setWidth(44)  # equal axis widths keep the stacked plots' frames aligned
         self.setMinimumHeight(90)
         self.title_item = pg.TextItem("", color="#e8eaed", anchor=(0, 0))
         self.title_item.setParentItem(self.plotItem.vb)
@@ -180,7 +181,7 @@ class FeaturePlots(QWidget):
                 if key not in self._ranges:
                     self._ranges[key] = per_row_ranges(lane.features)
                 ranges = self._ranges[key]
-            suffix = "  (reference)" if lane.lane_id == reference_id else ""
+            suffix = "  (reference)" if lane.lane_id == reference_id and "reference" not in lane.name.lower() else ""
             plot.set_lane(lane.name + suffix, lane.colour, ranges)
         self._ranges = {k: v for k, v in self._ranges.items() if k in live_keys}
 
