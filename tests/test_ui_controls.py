@@ -109,3 +109,44 @@ def test_a_lane_that_cannot_keep_up_shows_its_latest_frame_with_a_marker(qtbot, 
     finally:
         release.set()
         window.close()
+
+
+@pytest.fixture
+def fake_window(qtbot, tmp_path):
+    from ui.main_window import MainWindow, frame_count_for
+
+    samples = np.zeros(16000 * 6, np.float32)
+    frames = frame_count_for(samples)
+    window = MainWindow(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat), prefer_audio=False)
+    qtbot.addWidget(window)
+    window.show()
+    window.set_content(samples, [FakeLane("a", frames), FakeLane("b", frames, seed=1)])
+    yield window
+    window.close()
+
+
+def test_loop_region_keeps_playback_inside_it(qtbot, fake_window) -> None:
+    window = fake_window
+    window.seek_frame(30)
+    window.loop_box.setChecked(True)  # region: the playhead and the next 2 s (50 frames)
+    assert window.timeline.loop() == (30, 80)
+    window.timeline.set_loop((30, 40))
+    seen: list[int] = []
+    window.timer.timeout.connect(lambda: seen.append(window.current_frame))
+    window.play()
+    qtbot.waitUntil(lambda: len(seen) > 5 and any(a > b for a, b in zip(seen, seen[1:])), timeout=30_000)
+    window.pause()
+    assert min(seen) >= 30 and max(seen) <= 40  # wrapped back to 30 instead of running on past 40
+
+
+def test_av_offset_delays_the_picture(qtbot, fake_window) -> None:
+    window = fake_window
+    window.offset_box.setValue(200)  # the picture lags the sound by 200 ms = 5 frames
+    window.seek_frame(20)
+    assert window.clock.position_s() == pytest.approx((20 + 0.5) / 25 + 0.2)  # the sound is 5 frames ahead
+    window.play()
+    start = window.clock.position_s()
+    qtbot.waitUntil(lambda: window.clock.position_s() > start + 0.05, timeout=10_000)  # some ticks while playing
+    window.pause()
+    assert window.current_frame - 20 < 5  # shown: frame 20 (plus what played meanwhile), not frame 25
+    assert window.clock.position_s() * 25 - window.current_frame >= 4.5
