@@ -64,12 +64,12 @@ def test_fp16_encoder_matches_torch_within_fp16_tolerance(coreml_cache) -> None:
 @pytest.mark.parametrize("precision, tolerance", [("fp32", 1e-4), ("fp16", 2e-2)])
 def test_generator_matches_torch(coreml_cache, size: int, precision: str, tolerance: float) -> None:
     path, model = cached_model(coreml_cache, "generator", precision, size=size, width=0.25, seed=2)
-    image, audio = generator_inputs(2, size)
+    image, audio = generator_inputs(1, size)
     generator = CoreMLGenerator(path, mode="emulated")
     output = generator.generate(image, audio)
     reference = torch_forward(model, image, audio)
     assert generator.size == size
-    assert output.shape == (2, 3, size, size)
+    assert output.shape == (1, 3, size, size)
     assert reference.std() > 0.05, "the reference must vary for the comparison to mean anything"
     assert _max_abs(output, reference) <= tolerance
     assert generator.provenance.precision == precision
