@@ -46,9 +46,9 @@ DEMO_SENTENCES = (
     "Hello, and welcome to the lip sync comparison.",
     "Watch the mouth open wide, then close for the pause.",
     "Boats float on blue water, and people eat cheese.",
-    "Thank you for watching.",
 )
-DEMO_PAUSES_S = (0.35, 0.8, 0.6, 0.7, 0.5)  # before, between, and after the sentences
+DEMO_WORDS_PER_MINUTE = 145
+DEMO_PAUSES_S = (0.35, 0.8, 0.7, 0.5)  # before, between, and after the sentences
 
 
 @dataclass
@@ -72,7 +72,7 @@ def random_clip(rng: np.random.Generator, voice: str) -> Clip:
 def demo_utterance() -> Utterance:
     parts = [silence(DEMO_PAUSES_S[0])]
     for sentence, pause in zip(DEMO_SENTENCES, DEMO_PAUSES_S[1:]):
-        parts += [synthesize(sentence, HELD_OUT_VOICE, 140), silence(pause)]
+        parts += [synthesize(sentence, HELD_OUT_VOICE, DEMO_WORDS_PER_MINUTE), silence(pause)]
     return concatenate(parts)
 
 

@@ -1,0 +1,90 @@
+"""Rebuild the demo bundle (resources/demo/) from nothing: speech, avatar, training data, training, exports.
+
+    python tools/build_demo.py                      # everything; trains here (a GPU is strongly advised)
+    python tools/build_demo.py --stage prepare      # data only -> .demo_work/train.npz (carry it to a GPU box)
+    python -m tools.demo.train --data .demo_work/train.npz --out .demo_work/trained --minutes 7   # on the GPU
+    python tools/build_demo.py --stage export       # exports from .demo_work/trained into resources/demo
+    python tools/build_demo.py --smoke              # a few CPU steps and every export, into a temporary folder
+
+Needs the dev extra (torch, coremltools) and libespeak-ng. docs/DEMO.md says how long each stage takes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(ROOT))
+
+from tools.demo.dataset import build_training_set  # noqa: E402
+
+WORK = ROOT / ".demo_work"
+BUNDLE = ROOT / "resources" / "demo"
+FULL = {"clips": 84, "val_clips": 6, "templates": 100, "minutes": 7.0, "steps": 0, "batch": 64, "eval_frames": 3000}
+SMOKE = {"clips": 2, "val_clips": 1, "templates": 6, "minutes": 0.0, "steps": 2, "batch": 2, "eval_frames": 8}
+WIDTH = 0.5  # 3.09 M parameters, about 15 ms per frame with 2 threads on a 2-core laptop CPU
+
+
+def run_prepare(work: Path, sizes: dict) -> dict:
+    work.mkdir(parents=True, exist_ok=True)
+    return build_training_set(work / "train.npz", sizes["clips"], sizes["val_clips"], sizes["templates"])
+
+
+def run_train(work: Path, sizes: dict, device: str) -> dict:
+    from tools.demo.train import parse_args, train
+
+    argv = ["--data", str(work / "train.npz"), "--out", str(work / "trained"), "--batch", str(sizes["batch"]),
+            "--width", str(WIDTH), "--eval-frames", str(sizes["eval_frames"]), "--device", device,
+            "--minutes", str(sizes["minutes"]), "--steps", str(sizes["steps"])]
+    return train(parse_args(argv))
+
+
+def run_export(work: Path, bundle: Path, sizes: dict) -> dict:
+    from tools.demo.export import export_bundle
+
+    log_path = work / "trained" / "train_log.json"
+    log = json.loads(log_path.read_text()) if log_path.exists() else None
+    return export_bundle(work / "trained", bundle, WIDTH, sizes["templates"], log)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stage", choices=("all", "prepare", "train", "export"), default="all")
+    parser.add_argument("--smoke", action="store_true", help="tiny data, 2 CPU steps, all exports, temp folder")
+    parser.add_argument("--work", type=Path, default=None, help=f"working folder (default {WORK})")
+    parser.add_argument("--out", type=Path, default=None, help=f"bundle folder (default {BUNDLE})")
+    parser.add_argument("--minutes", type=float, default=None, help="training time budget")
+    parser.add_argument("--device", default="auto", help="torch device for training (auto: cuda if present)")
+    args = parser.parse_args(argv)
+    sizes = dict(SMOKE if args.smoke else FULL)
+    if args.minutes is not None:
+        sizes["minutes"] = args.minutes
+    temp = tempfile.TemporaryDirectory(prefix="demo_smoke_") if args.smoke and not args.work else None
+    work = args.work or (Path(temp.name) / "work" if temp else WORK)
+    bundle = args.out or (Path(temp.name) / "bundle" if temp else BUNDLE)
+    stages = ("prepare", "train", "export") if args.stage == "all" else (args.stage,)
+    report: dict = {"work": str(work), "bundle": str(bundle), "stages": {}}
+    for stage in stages:
+        started = time.time()
+        if stage == "prepare":
+            result = run_prepare(work, sizes)
+        elif stage == "train":
+            result = {k: v for k, v in run_train(work, sizes, args.device).items() if k != "log"}
+        else:
+            result = run_export(work, bundle, sizes)
+        report["stages"][stage] = {"seconds": round(time.time() - started, 1), "result": result}
+        print(f"[build_demo] {stage}: {report['stages'][stage]['seconds']} s", flush=True)
+    print(json.dumps(report, default=str))
+    if temp is not None:
+        temp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
