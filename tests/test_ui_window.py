@@ -329,3 +329,16 @@ def test_start_gui_opens_the_session_in_a_shown_window(qtbot, ui_session, tmp_pa
     finally:
         window.close()
 
+
+
+def test_a_broken_generator_keeps_the_lanes_features_in_the_plots(qtbot, window, ui_session) -> None:
+    wait_shown(qtbot, window, 0)
+    tiny = lane_by_name(window, "tiny features")
+    broken = window.replace_lane_source(tiny.lane_id, "generator", ui_session.broken_model)
+    assert "broken.onnx" in broken.view.error_text and "expected" in broken.view.error_text
+    qtbot.waitUntil(lambda: window.plots.range_plots[1].y_range is not None, timeout=WAIT_MS)
+    top = window.plots.range_plots[1].y_range[1]
+    assert top == pytest.approx(expected_features(ui_session).max() * TINY_FEATURE_SCALE, rel=1e-3)
+    window.seek_frame(6)
+    wait_shown(qtbot, window, 6)  # the reference lane keeps rendering
+    assert broken.view.error_text is not None and broken.view.shown_index is None

@@ -52,6 +52,7 @@ class LaneSlot:
     scale: float
     colour: str
     failure: str | None = None
+    features_only: bool = False  # the lane failed to draw, but its encoder runs: its features are still plotted
     raw_features: np.ndarray | None = None
     scaled: tuple[float, np.ndarray] | None = None
 
@@ -304,8 +305,10 @@ class MainWindow(QMainWindow):
         self.num_frames = frame_count_for(self.samples)
         self._current_frame = -1
         self._paused_frame = 0
+        self._incoming = list(lanes)  # lets a failed first lane borrow the audio of a later, working one
         for lane in lanes[:MAX_LANES]:
             self._add_slot(lane)
+        self._incoming = []
         if self.slots:
             self.reference_id = self.slots[min(max(0, reference_index), len(self.slots) - 1)].lane_id
         self.timeline.set_audio(self.samples, self.num_frames)
@@ -329,8 +332,9 @@ class MainWindow(QMainWindow):
         lane_id = self._next_lane_id
         self._next_lane_id += 1
         view = LaneView(spec.name)
-        slot = LaneSlot(lane_id, spec, None if failure else lane, view, float(spec.scale),
-                        LANE_COLOURS[lane_id % len(LANE_COLOURS)], failure)
+        features_lane = self._encoder_only_lane(spec) if failure else None
+        slot = LaneSlot(lane_id, spec, features_lane if failure else lane, view, float(spec.scale),
+                        LANE_COLOURS[lane_id % len(LANE_COLOURS)], failure, features_only=features_lane is not None)
         view.scale_control.set_scale(slot.scale)
         view.scale_control.scaleChanged.connect(lambda scale, s=slot: self.set_lane_scale(s.lane_id, scale))
         view.scale_control.fitRequested.connect(lambda s=slot: self.fit_lane(s.lane_id))
@@ -407,17 +411,37 @@ class MainWindow(QMainWindow):
         self._lanes_changed()
         return slot
 
+    def _donor(self) -> Any | None:
+        """A real pipeline Lane of this window, whose audio and avatar a new lane can share."""
+        candidates = [s.lane for s in self.slots] + list(getattr(self, "_incoming", []))
+        return next((lane for lane in candidates if lane is not None and hasattr(lane, "audio")
+                     and type(lane).__name__ != "FailedLane"), None)
+
     def _open_lane(self, spec: Any) -> Any:
         from pipeline.errors import InputError
         from pipeline.lane import FailedLane, Lane
 
-        donor = next((s.lane for s in self.slots if s.lane is not None), None)
+        donor = self._donor()
         if donor is None:
             return FailedLane(spec, "no working lane to borrow the audio and avatar from; open a session first")
         try:
             return Lane(spec, donor.audio, donor.avatar, pad_mode=getattr(donor, "pad_mode", "constant"))
         except InputError as error:
             return FailedLane(spec, str(error))
+
+    def _encoder_only_lane(self, spec: Any) -> Any | None:
+        """For a lane that failed to open: the same lane without its generator, if that opens (features only)."""
+        from pipeline.errors import InputError
+        from pipeline.lane import Lane
+
+        donor = self._donor()
+        if donor is None or getattr(spec, "generator", None) is None or getattr(spec, "encoder", None) is None:
+            return None
+        try:
+            return Lane(dataclasses.replace(spec, generator=None), donor.audio, donor.avatar,
+                        pad_mode=getattr(donor, "pad_mode", "constant"))
+        except InputError:
+            return None  # the encoder is what fails: nothing to plot
 
     def set_reference(self, lane_id: int) -> None:
         """The lane Fit and the scatter compare against (saved as the session's ``reference``)."""
@@ -648,7 +672,8 @@ class MainWindow(QMainWindow):
         self.compare_view.update_frames(shown)
 
     def _request_render(self) -> None:
-        jobs = [LaneJob(s.lane_id, s.lane, s.scale) for s in self.slots if s.lane is not None and not s.failure]
+        jobs = [LaneJob(s.lane_id, s.lane, s.scale, render_frames=not s.failure) for s in self.slots
+                if s.lane is not None and (not s.failure or (s.features_only and s.raw_features is None))]
         if not jobs or self.num_frames == 0:
             return
         if self._prerender_pending:

@@ -37,6 +37,7 @@ class LaneJob:
     lane_id: int
     lane: Any
     scale: float
+    render_frames: bool = True  # False: features only (a lane whose generator failed still gets plotted)
 
 
 @dataclass(frozen=True)
@@ -138,7 +139,7 @@ class RenderWorker:
                     continue
                 if job.lane_id not in self._features_sent:
                     yield job, None
-                if job.lane_id in self._failed:
+                if job.lane_id in self._failed or not job.render_frames:
                     continue
                 if (job.lane_id, job.scale, index) not in self.cache:
                     yield job, index
