@@ -148,8 +148,8 @@ class _CoreMLModel:
             self.runner = _EmulatedRunner(self.path, precision, threads)
             self.precision = self.runner.translated.precision
             self.runtime = "coreml-emulated"
-            provider = "emulated on CPU via onnxruntime"
-            version = f"{coremltools_version()} (onnxruntime {self.runner.ort_version})"
+            provider = "cpu (emulated)"
+            version = f"coremltools {coremltools_version()} + onnxruntime {self.runner.ort_version}"
         self._base = dict(runtime=self.runtime, version=version, provider=provider, precision=self.precision,
                           source=str(self.path))
         self._details = {"compute_unit": self.compute_unit if self.mode == "native" else f"{self.compute_unit} (not used when emulated)",
