@@ -237,3 +237,81 @@ def test_stepping_plays_exactly_that_frames_200_ms_on_the_device(jack_device) ->
         assert not [b for b in clock.blocks if not b.snippet]  # and nothing else was played
     finally:
         clock.close()
+
+
+# The device-loss scenario runs in a child process: after its JACK server dies, PortAudio cannot be shut down
+# cleanly (its JACK host API asserts in Pa_Terminate), so the child reports and leaves with os._exit.
+DEVICE_LOSS_CHILD = r"""
+import json, os, subprocess, sys, time
+sys.path.insert(0, os.getcwd())
+os.environ["QT_QPA_PLATFORM"] = "offscreen"
+server = sys.argv[1]
+os.environ["JACK_DEFAULT_SERVER"] = server
+jackd = subprocess.Popen(["jackd", "--no-realtime", "-n", server, "-d", "dummy", "-r", "48000", "-p", "480"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+open(sys.argv[3], "w").write(str(jackd.pid))  # so the test can stop it if this child dies first
+subprocess.run(["jack_wait", "-w", "-t", "30", "-s", server], capture_output=True, timeout=60)
+import numpy as np, sounddevice
+from PySide6.QtCore import QSettings
+from PySide6.QtWidgets import QApplication
+from tests.builders.fake_lanes import FakeLane
+from ui.main_window import MainWindow, frame_count_for
+
+def wait(condition, seconds):
+    end = time.monotonic() + seconds
+    while not condition() and time.monotonic() < end:
+        app.processEvents(); time.sleep(0.005)
+    return condition()
+
+app = QApplication([])
+device = [a for a in sounddevice.query_hostapis() if "JACK" in a["name"]][0]["default_output_device"]
+window = MainWindow(QSettings(sys.argv[2], QSettings.Format.IniFormat), audio_device=device,
+                    audio_options={"samplerate": 48000})
+samples = np.zeros(16000 * 8, np.float32)
+window.set_content(samples, [FakeLane("a", frame_count_for(samples))])
+report = {"kind_before": window.clock.kind}
+window.play()
+wait(lambda: window.current_frame >= 10, 30)
+report["frame_at_loss"] = window.current_frame
+jackd.terminate(); jackd.wait()
+report["switched"] = wait(lambda: window.clock.kind == "wall", 30)
+report["status"] = window.clock_label.text()
+report["message"] = window.statusBar().currentMessage()
+frame_after_switch = window.current_frame
+report["kept_playing"] = wait(lambda: window.current_frame >= frame_after_switch + 10, 30)
+report["frame_after_switch"] = frame_after_switch
+print("REPORT " + json.dumps(report), flush=True)
+os._exit(0)
+"""
+
+
+@pytest.mark.audio_device
+@pytest.mark.slow
+def test_losing_the_device_during_playback_continues_on_the_wall_clock(tmp_path) -> None:
+    if shutil.which("jackd") is None or shutil.which("jack_wait") is None:
+        pytest.skip("jackd (Debian package jackd2) is not installed; tools/setup.sh dev installs it")
+    import json
+    import sys
+    from pathlib import Path
+
+    server = f"lipsync-loss-{uuid.uuid4().hex[:8]}"
+    pid_file = tmp_path / "jackd.pid"
+    try:
+        child = subprocess.run([sys.executable, "-c", DEVICE_LOSS_CHILD, server, str(tmp_path / "s.ini"),
+                                str(pid_file)],
+                               cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300)
+    finally:
+        if pid_file.exists():  # the child stops its server; this only cleans up after a child that died early
+            try:
+                os.kill(int(pid_file.read_text()), 15)
+            except (ProcessLookupError, ValueError):
+                pass
+    lines = [line for line in child.stdout.splitlines() if line.startswith("REPORT ")]
+    assert lines, f"child failed (rc {child.returncode}):\n{child.stdout[-2000:]}\n{child.stderr[-3000:]}"
+    report = json.loads(lines[-1][len("REPORT "):])
+    assert report["kind_before"] == "audio"
+    assert report["switched"], report
+    assert report["status"].startswith("wall clock") and "went away" in report["status"]
+    assert "Audio output lost" in report["message"]
+    assert report["frame_after_switch"] >= report["frame_at_loss"]  # no jump back to the start
+    assert report["kept_playing"], report

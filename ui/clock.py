@@ -290,7 +290,15 @@ class AudioClock:
         self._snippet = (start, end) if end > start else None
 
     def close(self) -> None:
+        """Stop and release the stream. After a device failure this happens on a throw-away thread: PortAudio's
+        abort can block for good on a vanished device (a JACK server that died), and the UI must not freeze."""
         self._playing = False
+        if self._failure is not None:
+            threading.Thread(target=self._release_stream, name="release-failed-audio", daemon=True).start()
+        else:
+            self._release_stream()
+
+    def _release_stream(self) -> None:
         try:
             self._stream.abort()
             self._stream.close()
