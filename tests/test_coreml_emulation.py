@@ -107,6 +107,16 @@ def test_neuralnetwork_mlmodel_encoder_and_generator_match_torch(coreml_cache) -
     assert _max_abs(generator.generate(image, audio), torch_forward(generator_model, image, audio)) <= 1e-4
 
 
+def test_neuralnetwork_fp16_weights_are_widened_exactly_and_computed_in_fp32(coreml_cache) -> None:
+    path, model = cached_model(coreml_cache, "encoder", "fp16", fmt="neuralnetwork")
+    encoder = CoreMLEncoder(path, mode="emulated")
+    windows = encoder_inputs(3)
+    reference = torch_forward(model, windows)
+    error = _max_abs(encoder.encode(windows), reference)
+    assert encoder.provenance.precision == "fp16 weights, fp32 compute"
+    assert 0.0 < error <= 2e-2 * float(np.abs(reference).max())
+
+
 def test_batched_encoding_equals_window_by_window(coreml_cache) -> None:
     """300 windows cross the 256-window chunk boundary; each row must equal its own single-window run."""
     path, _ = cached_model(coreml_cache, "encoder", "fp32")
