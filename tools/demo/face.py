@@ -120,7 +120,12 @@ def _background() -> np.ndarray:
 def landmarks(frame_index: int) -> np.ndarray:
     """[110, 2] integer landmarks in the SyncTalk_2D (PFLD) layout for this frame's head position."""
     dx, dy = head_offset(frame_index)
-    cx, cy = FACE_CENTRE[0] + dx, FACE_CENTRE[1] + dy
+    return _rest_landmarks() + np.array([dx, dy], np.int64)
+
+
+def _rest_landmarks() -> np.ndarray:
+    """Landmarks of the head at rest, rounded once, so a moved head's landmarks are an exact whole-pixel shift."""
+    cx, cy = FACE_CENTRE
     points = np.zeros((NUM_LANDMARKS, 2), np.float64)
     for j in range(33):  # 0-32 jaw: from the left, under the chin, to the right
         phi = math.pi - math.pi * j / 32
