@@ -41,3 +41,24 @@ def test_emulated_demo_generator_matches_onnx_within_fp16_tolerance() -> None:
     image, audio = generator_inputs(1, generator.size)
     reference = OnnxGenerator(MODELS / "generator.onnx").generate(image, audio)
     assert np.max(np.abs(generator.generate(image, audio) - reference)) <= 2e-2
+
+
+def test_dump_command_accepts_coreml_and_pth_encoders(tmp_path) -> None:
+    """The foundation's dump command, fed the bundle's Core ML and .pth encoders: same features (same weights)."""
+    import subprocess
+    import sys
+
+    root = MODELS.parents[2]
+    outputs = {}
+    for name in ("AudioEncoder.mlpackage", "audio_visual_encoder.pth"):
+        out = tmp_path / f"{name}.npy"
+        completed = subprocess.run(
+            [sys.executable, "app.py", "dump", "--audio", str(MODELS.parent / "aud.wav"), "--encoder",
+             str(MODELS / name), "--stage", "features", "--out", str(out)],
+            cwd=root, capture_output=True, text=True, timeout=180,
+        )
+        assert completed.returncode == 0, completed.stderr
+        outputs[name] = np.load(out)
+    coreml, pth = outputs.values()
+    assert coreml.shape == pth.shape and coreml.shape[1] == 512
+    assert np.max(np.abs(coreml - pth)) <= 1e-4
