@@ -103,16 +103,23 @@ class _NativeRunner:
         spec = self.model.get_spec()
         self.inputs = [_feature_info(f) for f in spec.description.input]
         self.outputs = [_feature_info(f) for f in spec.description.output]
+        # Models converted for iOS 16+ may declare fp16 inputs; Core ML wants the declared type.
+        self.input_dtypes = {t.name: np.float16 if t.dtype == "float16" else np.float32 for t in self.inputs}
         self.max_batch = 1
 
     def run(self, output: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        result = self.model.predict({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in feeds.items()})
+        result = self.model.predict({k: np.ascontiguousarray(v, dtype=self.input_dtypes.get(k, np.float32))
+                                     for k, v in feeds.items()})
         return np.asarray(result[output], dtype=np.float32)
 
 
+_ARRAY_DTYPES = {65568: "float32", 65552: "float16", 65600: "float64", 131104: "int32"}  # ArrayFeatureType codes
+
+
 def _feature_info(feature: Any) -> TensorInfo:
-    shape = tuple(int(d) for d in feature.type.multiArrayType.shape) or None
-    return TensorInfo(feature.name, shape)
+    array = feature.type.multiArrayType
+    shape = tuple(int(d) for d in array.shape) or None
+    return TensorInfo(feature.name, shape, _ARRAY_DTYPES.get(array.dataType, "float32"))
 
 
 def _spec_precision(path: Path) -> str:

@@ -218,3 +218,42 @@ def test_auto_mode_emulates_off_macos_and_says_so(coreml_cache) -> None:
     assert "onnxruntime" in encoder.provenance.version
     assert "coremltools" in encoder.provenance.details
     assert "cpu_only" in encoder.provenance.details["compute_unit"]
+
+
+def test_native_mode_wiring_with_a_stand_in_for_core_ml(coreml_cache, monkeypatch) -> None:
+    """No Mac here: a stand-in MLModel (PyTorch behind coremltools' API) checks what the native path asks Core ML:
+    the chosen compute unit, one float32 sample per predict call, and 'coreml-native' in the provenance."""
+    import backends.coreml_backend as coreml_backend
+
+    path, model = cached_model(coreml_cache, "encoder", "fp32")
+    ct = coreml_backend._quiet_coremltools()
+    real = ct.models.MLModel(str(path), skip_model_load=True)
+    spec, weights_dir = real.get_spec(), real.weights_dir
+    output_name = spec.description.output[0].name
+    requested_units, batches = [], []
+
+    class StandInMLModel:
+        def __init__(self, _path: str, compute_units=None, skip_model_load: bool = False) -> None:
+            if not skip_model_load:
+                requested_units.append(compute_units)
+            self.weights_dir = weights_dir
+
+        def get_spec(self):
+            return spec
+
+        def predict(self, feeds: dict) -> dict:
+            x = feeds["mel_spectrogram"]
+            batches.append((x.shape[0], x.dtype))
+            return {output_name: torch_forward(model, x)}
+
+    monkeypatch.setattr(coreml_backend, "native_available", lambda: True)
+    monkeypatch.setattr(ct.models, "MLModel", StandInMLModel)
+    encoder = CoreMLEncoder(path, compute_unit="cpu_and_gpu")  # auto -> native where Core ML is available
+    windows = encoder_inputs(3)
+    features = encoder.encode(windows)
+    assert requested_units == [ct.ComputeUnit.CPU_AND_GPU]
+    assert batches == [(1, np.float32)] * 3
+    assert encoder.provenance.runtime == "coreml-native"
+    assert encoder.provenance.provider == "cpu_and_gpu"
+    assert encoder.provenance.precision == "fp32"
+    assert np.allclose(features, torch_forward(model, windows), atol=1e-5)
