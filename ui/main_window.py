@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 from PySide6.QtCore import QByteArray, QObject, QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
-from PySide6.QtWidgets import (QApplication, QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QHBoxLayout, QLabel,
-                               QMainWindow, QMessageBox, QProgressBar, QSplitter, QStyle, QTabWidget, QToolBar,
+from PySide6.QtWidgets import (QApplication, QCheckBox, QComboBox, QDoubleSpinBox, QHBoxLayout, QLabel,
+                               QMainWindow, QProgressBar, QSplitter, QStyle, QTabWidget, QToolBar,
                                QVBoxLayout, QWidget)
 
 from ui.clock import FPS, FallbackWatcher, PlaybackClock, frame_at, open_clock
@@ -28,6 +28,7 @@ from ui.frame_cache import FrameCache
 from ui.lane_view import LaneView
 from ui.plots import FeaturePlots, PlotLane
 from ui.render_worker import FeaturesReady, FrameReady, LaneFailed, LaneJob, RenderWorker
+from ui.session_files import SessionFilesMixin
 from ui.timeline import LANE_COLOURS, Timeline
 
 log = logging.getLogger(__name__)
@@ -37,8 +38,6 @@ TICK_MS = 10  # the display timer: fine enough that a 40 ms frame is never shown
 PLAY_LOOKAHEAD = 50  # frames rendered ahead while playing (2 s)
 PAUSED_LOOKAHEAD = 10
 TIMELINE_REFRESH_TICKS = 25
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif"}
-MAX_RECENT = 8
 
 
 @dataclass
@@ -78,7 +77,7 @@ def frame_count_for(samples: np.ndarray) -> int:
     return int(num_windows(1 + len(samples) // 200)) + 2
 
 
-class MainWindow(QMainWindow):
+class MainWindow(SessionFilesMixin, QMainWindow):
     """The application window. Tests drive it through its public methods and read its widgets."""
 
     def __init__(self, settings: QSettings | None = None, prefer_audio: bool = True,
@@ -734,150 +733,6 @@ class MainWindow(QMainWindow):
             self.progress.setVisible(False)
             self._prerender_pending = False
             self.play()
-
-    # ==========================================================================================================
-    # files
-    # ==========================================================================================================
-    def choose_session(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open session", self._last_dir(), "Sessions (*.toml)")
-        if path:
-            self.open_session(path)
-
-    def choose_audio(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open audio", self._last_dir(),
-                                              "Audio (" + " ".join(f"*{s}" for s in sorted(AUDIO_SUFFIXES)) + ")")
-        if path:
-            self.replace_session_input("audio", Path(path))
-
-    def choose_avatar(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "Open avatar folder", self._last_dir())
-        if path:
-            self.replace_session_input("avatar", Path(path))
-
-    def choose_new_lane(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Encoder model or feature dump for the new lane", self._last_dir(),
-                                              "Encoders (*.onnx *.mlpackage *.mlmodel *.pth *.pt *.npy *.npz *.bin)")
-        if not path:
-            return
-        from pipeline.session import LaneSpec
-
-        generator = next((s.spec.generator for s in self.slots if s.spec.generator is not None), None)
-        names = {s.spec.name for s in self.slots}
-        name = Path(path).stem
-        while name in names:
-            name += "'"
-        self.add_lane(LaneSpec(name=name, encoder=Path(path), generator=generator))
-
-    def choose_replacement(self, lane_id: int, role: str) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, f"Replace the {role}", self._last_dir())
-        if path:
-            self.replace_lane_source(lane_id, role, path)
-
-    def replace_session_input(self, key: str, path: Path) -> None:
-        """Reopen the session with another audio file or avatar folder; the lanes and scales stay."""
-        if self.session is None:
-            self._complain("No session", "Open a session first; then an audio file or avatar folder can replace its own.")
-            return
-        from pipeline.errors import InputError
-        from pipeline.lane import open_lanes
-
-        session = dataclasses.replace(self.session, **{key: path}, lanes=self._current_specs())
-        try:
-            lanes = open_lanes(session)
-        except InputError as error:
-            self._complain(f"Cannot open {path.name}", str(error))
-            return
-        samples = next((l.audio.samples for l in lanes if hasattr(l, "audio")), None)
-        if samples is None:
-            from pipeline.audio import load_audio
-
-            samples = load_audio(session.audio).samples
-        index = next((i for i, s in enumerate(self.slots) if s.lane_id == self.reference_id), 0)
-        self.set_content(samples, lanes, reference_index=index, session=session)
-
-    def _current_specs(self) -> list[Any]:
-        return [dataclasses.replace(s.spec, scale=s.scale) for s in self.slots]
-
-    def save_session(self, path: str | Path) -> None:
-        """Write the session with the lanes as they are now (order, sources and scales)."""
-        from pipeline.session import save_session
-
-        if self.session is None:
-            raise RuntimeError("no session to save")
-        reference = next((s.spec.name for s in self.slots if s.lane_id == self.reference_id), None)
-        session = dataclasses.replace(self.session, lanes=self._current_specs(), reference=reference,
-                                      path=Path(path))
-        save_session(session, Path(path))
-        self.session = session
-        self._remember_recent(Path(path))
-        self.statusBar().showMessage(f"Saved {path}", 4000)
-
-    def save_current_session(self) -> None:
-        if self.session is not None and self.session.path is not None:
-            self.save_session(self.session.path)
-        else:
-            self.choose_save_path()
-
-    def choose_save_path(self) -> None:
-        if self.session is None:
-            return
-        path, _ = QFileDialog.getSaveFileName(self, "Save session", self._last_dir(), "Sessions (*.toml)")
-        if path:
-            self.save_session(path)
-
-    def _last_dir(self) -> str:
-        recent = self._recent()
-        return str(Path(recent[0]).parent) if recent else str(Path.home())
-
-    def _recent(self) -> list[str]:
-        value = self.settings.value("recentSessions", [])
-        if isinstance(value, str):
-            value = [value]
-        return [str(v) for v in (value or [])]
-
-    def _remember_recent(self, path: Path) -> None:
-        entry = str(Path(path).resolve())
-        recent = [entry] + [p for p in self._recent() if p != entry]
-        self.settings.setValue("recentSessions", recent[:MAX_RECENT])
-        self.settings.setValue("lastSession", entry)
-        self._refresh_recent_menu()
-
-    def _refresh_recent_menu(self) -> None:
-        self.recent_menu.clear()
-        recent = self._recent()
-        for path in recent:
-            self.recent_menu.addAction(path, lambda p=path: self.open_session(p))
-        self.recent_menu.setEnabled(bool(recent))
-
-    def dragEnterEvent(self, event) -> None:  # noqa: N802 (Qt's name)
-        if event.mimeData().hasUrls():
-            event.acceptProposedAction()
-
-    def dropEvent(self, event) -> None:  # noqa: N802
-        for url in event.mimeData().urls():
-            self.open_dropped(Path(url.toLocalFile()))
-            break
-
-    def open_dropped(self, path: Path) -> None:
-        """A session opens; an audio file or a folder replaces the session's audio or avatar."""
-        if path.suffix.lower() == ".toml":
-            self.open_session(path)
-        elif path.is_dir():
-            self.replace_session_input("avatar", path)
-        elif path.suffix.lower() in AUDIO_SUFFIXES:
-            self.replace_session_input("audio", path)
-        else:
-            self._complain("Cannot open this file",
-                           f"{path.name}: expected a session (.toml), an audio file "
-                           f"({', '.join(sorted(AUDIO_SUFFIXES))}) or an avatar folder")
-
-    def _complain(self, title: str, message: str) -> None:
-        """Input problems go in a message box (not a crash); offscreen tests read last_complaint instead."""
-        log.warning("%s: %s", title, message)
-        self.last_complaint = f"{title}: {message}"
-        self.statusBar().showMessage(self.last_complaint, 10000)
-        if QApplication.platformName() not in ("offscreen", "minimal"):
-            QMessageBox.warning(self, title, message)
 
     # ==========================================================================================================
     # shutdown
