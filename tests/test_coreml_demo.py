@@ -45,19 +45,14 @@ def test_emulated_demo_generator_matches_onnx_within_fp16_tolerance() -> None:
 
 def test_dump_command_accepts_coreml_and_pth_encoders(tmp_path) -> None:
     """The foundation's dump command, fed the bundle's Core ML and .pth encoders: same features (same weights)."""
-    import subprocess
-    import sys
+    from cli.main import run  # in-process: the same parser and dispatch as `python app.py dump ...`
 
-    root = MODELS.parents[2]
     outputs = {}
     for name in ("AudioEncoder.mlpackage", "audio_visual_encoder.pth"):
         out = tmp_path / f"{name}.npy"
-        completed = subprocess.run(
-            [sys.executable, "app.py", "dump", "--audio", str(MODELS.parent / "aud.wav"), "--encoder",
-             str(MODELS / name), "--stage", "features", "--out", str(out)],
-            cwd=root, capture_output=True, text=True, timeout=180,
-        )
-        assert completed.returncode == 0, completed.stderr
+        argv = ["dump", "--audio", str(MODELS.parent / "aud.wav"), "--encoder", str(MODELS / name),
+                "--stage", "features", "--out", str(out)]
+        assert run(argv) == 0
         outputs[name] = np.load(out)
     coreml, pth = outputs.values()
     assert coreml.shape == pth.shape and coreml.shape[1] == 512

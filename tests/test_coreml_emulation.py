@@ -12,7 +12,6 @@ import torch
 from torch import nn
 
 from backends.coreml_backend import CoreMLEncoder, CoreMLGenerator, open_coreml_encoder, open_coreml_generator
-from backends.coreml_emulator import translate
 from pipeline.errors import InputError
 from tests.builders.coreml_models import (
     cached_model,
@@ -85,14 +84,16 @@ def test_fp16_generator_rounds_more_than_weights_alone(coreml_cache) -> None:
     assert 0.0 < _max_abs(weights_only, reference) < _max_abs(as_stored, reference)
 
 
+@pytest.mark.slow
 def test_full_size_320_generator_structure_and_fp16_accuracy(coreml_cache) -> None:
     """One full-width conversion: every op coremltools emits for the real generator is covered."""
     path, model = cached_model(coreml_cache, "generator", "fp16", size=320, width=1.0, seed=3)
-    translated = translate(path)
-    assert {"conv", "relu", "add", "concat", "upsample_bilinear", "sigmoid", "cast"} <= set(translated.op_counts)
+    generator = CoreMLGenerator(path, mode="emulated")
+    ops = set(generator.runner.translated.op_counts)
+    assert {"conv", "relu", "add", "concat", "upsample_bilinear", "sigmoid", "cast"} <= ops
     assert sum(p.numel() for p in model.parameters()) > 11_000_000
     image, audio = generator_inputs(1, 320)
-    output = CoreMLGenerator(path, mode="emulated").generate(image, audio)
+    output = generator.generate(image, audio)
     assert _max_abs(output, torch_forward(model, image, audio)) <= 2e-2
 
 

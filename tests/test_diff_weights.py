@@ -132,11 +132,11 @@ def test_cli_diff_weights_writes_the_documented_json(encoder_files, tmp_path) ->
     assert "verdict: B (" in completed.stdout
 
 
-def test_cli_diff_weights_missing_file_exits_2(tmp_path) -> None:
-    completed = subprocess.run([sys.executable, "app.py", "diff-weights", str(tmp_path / "a.onnx"), str(tmp_path / "b.pth")],
-                               cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert completed.returncode == 2
-    assert "found nothing at" in completed.stderr
+def test_cli_diff_weights_missing_file_exits_2(tmp_path, capsys) -> None:
+    from cli.main import run
+
+    assert run(["diff-weights", str(tmp_path / "a.onnx"), str(tmp_path / "b.pth")]) == 2
+    assert "found nothing at" in capsys.readouterr().err
 
 
 def test_models_without_weight_layers_are_an_input_error(tmp_path) -> None:

@@ -106,6 +106,6 @@ def test_unknown_or_missing_files_are_input_errors(tmp_path) -> None:
     (tmp_path / "broken.onnx").write_bytes(b"not a protobuf at all")
     with pytest.raises(InputError, match="broken.onnx"):
         describe(tmp_path / "broken.onnx")
-    completed = subprocess.run([sys.executable, "app.py", "inspect", str(tmp_path / "none.mlpackage")],
-                               cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert completed.returncode == 2 and "found nothing at" in completed.stderr
+    from cli.main import run
+
+    assert run(["inspect", str(tmp_path / "none.mlpackage")]) == 2  # in-process: the exit-code contract
