@@ -514,6 +514,43 @@ def _mil_clip(t: _MilTranslator, op: Any) -> str:
     return t.g.node("Clip", [t.tensor(op, "x"), low, high])
 
 
+def _mil_slice_by_index(t: _MilTranslator, op: Any) -> str:
+    """x[begin:end:stride] per axis, with MIL's masks (ignore begin / end) and squeeze_mask; shapes are static."""
+    shape = t.shape(op)
+    rank = len(shape)
+    begin = [int(v) for v in t.value(op, "begin")]
+    end = [int(v) for v in t.value(op, "end")]
+    stride = [int(v) for v in t.value(op, "stride", [1] * rank)]
+    begin_mask = [bool(v) for v in t.value(op, "begin_mask", [False] * rank)]
+    end_mask = [bool(v) for v in t.value(op, "end_mask", [False] * rank)]
+    squeeze_mask = [bool(v) for v in t.value(op, "squeeze_mask", [False] * rank)]
+    starts, ends, axes, steps = [], [], [], []
+    for axis in range(rank):
+        step = stride[axis] or 1
+        start = (0 if step > 0 else shape[axis] - 1) if begin_mask[axis] else begin[axis]
+        stop = (shape[axis] if step > 0 else -shape[axis] - 1) if end_mask[axis] else end[axis]
+        if squeeze_mask[axis]:
+            stop = start + 1 if start != -1 else shape[axis]
+        if (start, stop, step) in ((0, shape[axis], 1),):
+            continue  # the whole axis: nothing to slice
+        if axis == 0:
+            t.batchable = False
+        starts.append(start)
+        ends.append(stop)
+        axes.append(axis)
+        steps.append(step)
+    out = t.tensor(op, "x")
+    if axes:
+        as_const = lambda v: t.g.const(np.asarray(v, np.int64))  # noqa: E731
+        out = t.g.node("Slice", [out, as_const(starts), as_const(ends), as_const(axes), as_const(steps)])
+    squeezed = [axis for axis in range(rank) if squeeze_mask[axis]]
+    if squeezed:
+        if 0 in squeezed:
+            t.batchable = False
+        out = t.g.node("Squeeze", [out, t.g.const(np.asarray(squeezed, np.int64))])
+    return out if (axes or squeezed) else t.g.node("Identity", [out])
+
+
 _MIL_OPS = {
     "conv": _mil_conv,
     "relu": _mil_unary("Relu"),
@@ -545,6 +582,7 @@ _MIL_OPS = {
     "max_pool": _mil_pool("MaxPool"),
     "leaky_relu": _mil_leaky_relu,
     "clip": _mil_clip,
+    "slice_by_index": _mil_slice_by_index,
 }
 SUPPORTED_MIL_OPS = tuple(sorted(_MIL_OPS))
 

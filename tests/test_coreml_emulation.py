@@ -258,3 +258,43 @@ def test_native_mode_wiring_with_a_stand_in_for_core_ml(coreml_cache, monkeypatc
     assert encoder.provenance.provider == "cpu_and_gpu"
     assert encoder.provenance.precision == "fp32"
     assert np.allclose(features, torch_forward(model, windows), atol=1e-5)
+
+
+class _ManyOps(nn.Module):
+    """Operations the SyncTalk_2D nets do not use but other conversions do; a batch norm after a non-conv op stays
+    unfolded, so batch_norm itself is exercised too."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(1)
+        self.conv = nn.Conv2d(1, 4, 3, stride=(2, 1), padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        with torch.no_grad():
+            self.bn.running_mean.uniform_(-0.5, 0.5)
+            self.bn.running_var.uniform_(0.5, 2.0)
+        self.linear = nn.Linear(4 * 40 * 9, 16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.tanh(self.conv(x))
+        y = nn.functional.interpolate(y, scale_factor=2.0, mode="bilinear", align_corners=False)  # half-pixel
+        y = self.bn(nn.functional.leaky_relu(y, 0.1))
+        y = nn.functional.pad(y, (1, 1, 2, 0), mode="reflect")
+        y = nn.functional.max_pool2d(y, 2) - 0.5 * nn.functional.avg_pool2d(y, 2)  # [1, 4, 41, 17]
+        y = torch.clamp(y, -1.0, 1.5)[:, :, 1:, ::2]  # slicing: [1, 4, 40, 9]
+        return self.linear(y.flatten(1))
+
+
+def test_other_common_operations_match_torch(tmp_path) -> None:
+    import onnxruntime as ort
+
+    from backends.coreml_emulator import translate
+
+    model = _ManyOps().eval()
+    path = convert(model, "encoder", tmp_path / "many.mlpackage", "fp32")
+    translated = translate(path)
+    session = ort.InferenceSession(translated.onnx_bytes, providers=["CPUExecutionProvider"])
+    x = encoder_inputs(1)
+    result = session.run(None, {"mel_spectrogram": x})[0]
+    ops = {"batch_norm", "upsample_bilinear", "pad", "max_pool", "avg_pool", "linear", "slice_by_index", "clip"}
+    assert ops <= set(translated.op_counts)
+    assert _max_abs(result, torch_forward(model, x)) <= 1e-4
