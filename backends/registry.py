@@ -23,17 +23,20 @@ from pipeline.errors import InputError
 from .base import Encoder, Generator
 from .dumps import DUMP_SUFFIXES, FeatureDump
 
-KNOWN_OPTIONS = ("provider", "input_name", "output_name", "image_input", "audio_input", "threads", "compute_unit")
+# Core ML: mode is "auto" (native on macOS, emulated elsewhere), "native" or "emulated"; precision is "as_stored",
+# "fp32" or "fp16". PyTorch generators: size and width override what the checkpoint's shapes imply.
+KNOWN_OPTIONS = ("provider", "input_name", "output_name", "image_input", "audio_input", "threads", "compute_unit",
+                 "mode", "precision", "size", "width")
 
 ENCODER_OPTIONS = {
     "onnx": ("provider", "input_name", "output_name", "threads"),
-    "coreml": ("compute_unit", "input_name", "output_name", "threads"),
+    "coreml": ("compute_unit", "input_name", "output_name", "mode", "precision", "threads"),
     "torch": ("threads",),
 }
 GENERATOR_OPTIONS = {
     "onnx": ("provider", "image_input", "audio_input", "output_name", "threads"),
-    "coreml": ("compute_unit", "image_input", "audio_input", "output_name", "threads"),
-    "torch": ("threads",),
+    "coreml": ("compute_unit", "image_input", "audio_input", "output_name", "mode", "precision", "threads"),
+    "torch": ("threads", "size", "width"),
 }
 LAZY_BACKENDS = {
     "coreml": ("backends.coreml_backend", "Core ML", "CoreMLEncoder", "CoreMLGenerator"),

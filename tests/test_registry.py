@@ -153,6 +153,19 @@ def test_torch_files_go_to_the_torch_backend(tmp_path: Path, monkeypatch: pytest
     assert _Recorder.calls == [("TorchEncoder", tmp_path / "ave.pth", {"threads": 2})]
 
 
+def test_coreml_mode_and_precision_and_torch_size_and_width_reach_their_backends_only(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    options = {"mode": "emulated", "precision": "fp32", "size": 160, "width": 0.5}
+    _fake_module(monkeypatch, "backends.coreml_backend", "CoreMLEncoder", "CoreMLGenerator")
+    (tmp_path / "G.mlpackage").mkdir()
+    open_generator(tmp_path / "G.mlpackage", options)
+    assert _Recorder.calls == [("CoreMLGenerator", tmp_path / "G.mlpackage", {"mode": "emulated", "precision": "fp32"})]
+    _fake_module(monkeypatch, "backends.torch_backend", "TorchEncoder", "TorchGenerator")
+    (tmp_path / "g.pth").write_bytes(b"x")
+    open_generator(tmp_path / "g.pth", options)
+    assert _Recorder.calls == [("TorchGenerator", tmp_path / "g.pth", {"size": 160, "width": 0.5})]
+
+
 def test_module_without_the_expected_class_is_not_supported_yet(tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "backends.torch_backend", types.ModuleType("backends.torch_backend"))
