@@ -7,6 +7,8 @@ BatchNorm folding written out by hand, onnxruntime / coremltools / torch each re
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 import tomllib
 from pathlib import Path
 
@@ -187,8 +189,11 @@ def test_onnx_generator_matches_torch_to_1e_4_on_demo_frames(torch_features: np.
 
 
 def _coreml(path: Path):  # noqa: ANN202
+    """coremltools' own reader, on a copy: its ModelPackage rewrites Manifest.json, and the bundle must stay as built."""
     ct = pytest.importorskip("coremltools")
-    return ct.models.MLModel(str(path), skip_model_load=True)
+    copy = Path(tempfile.mkdtemp(prefix="coreml_readback_")) / path.name
+    shutil.copytree(path, copy)
+    return ct.models.MLModel(str(copy), skip_model_load=True)
 
 
 def _float_weights(path: Path) -> list[np.ndarray]:
