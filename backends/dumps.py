@@ -198,3 +198,56 @@ def open_mel_dump(path: str | Path) -> MelDump:
 def load_mel_dump(path: str | Path) -> np.ndarray:
     """The mel of a dump as [T,80] float32 (see open_mel_dump for the accepted layouts)."""
     return open_mel_dump(path).mel
+
+
+OUTPUT_KEYS = ("outputs", "crops", "frames", "arr_0")
+
+
+class OutputDump:
+    """Generator results written by another program, standing in for a lane's generator.
+
+    Two layouts, told apart by shape and dtype: raw generator outputs [F,3,S,S] (float, in [0,1], what `dump --stage
+    crops` writes) are pasted back like a model's output; final frames [F,H,W,3] uint8 BGR (`dump --stage frames`, or
+    a Swift/Go port's rendered video frames) are shown as they are. Row i is output frame i. A dump cannot follow the
+    scale slider: its provenance says so.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        what = "generator output dump"
+        if self.path.suffix.lower() not in (".npy", ".npz"):
+            raise InputError(f"{what} {self.path}: expected a .npy or .npz file, found {self.path.suffix or 'no suffix'}")
+        raw = _read_any(self.path, OUTPUT_KEYS, 1, what)
+        array = raw.array
+        found = list(array.shape)
+        notes = raw.notes
+        if array.ndim == 4 and array.shape[1] == 3 and array.shape[2] == array.shape[3] and array.dtype.kind == "f":
+            self.kind = "outputs"
+            self.size: int | None = int(array.shape[2])
+            precision = PRECISION_OF_DTYPE.get(str(array.dtype), "unknown")
+            array = np.ascontiguousarray(array, dtype=np.float32)
+            _count_non_finite(array, notes)
+        elif array.ndim == 4 and array.shape[3] == 3 and array.dtype == np.uint8:
+            self.kind = "frames"
+            self.size = None
+            precision = "uint8"
+        else:
+            raise InputError(
+                f"{what} {self.path}: expected raw generator outputs [F,3,S,S] float32 or final frames [F,H,W,3] "
+                f"uint8 (BGR), found {found} {array.dtype}"
+            )
+        notes["layout"] = f"{self.kind} {found}; fixed: the scale slider does not change a dump"
+        self.array = array
+        self.provenance = Provenance("dump", "", "file", precision, str(self.path), notes)
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.array.shape[0])
+
+    def item(self, i: int) -> np.ndarray:
+        """Output frame i: [3,S,S] float32 for raw outputs, [H,W,3] uint8 for final frames."""
+        if not 0 <= i < self.num_frames:
+            raise InputError(
+                f"generator output dump {self.path.name}: holds frames 0..{self.num_frames - 1}, frame {i} was asked for"
+            )
+        return self.array[i]

@@ -21,7 +21,7 @@ from typing import Any, Mapping
 from pipeline.errors import InputError
 
 from .base import Encoder, Generator
-from .dumps import DUMP_SUFFIXES, FeatureDump
+from .dumps import DUMP_SUFFIXES, FeatureDump, OutputDump
 
 # Core ML: mode is "auto" (native on macOS, emulated elsewhere), "native" or "emulated"; precision is "as_stored",
 # "fp32" or "fp16". PyTorch generators: size and width override what the checkpoint's shapes imply.
@@ -103,15 +103,12 @@ def open_encoder(path: str | Path, options: Mapping[str, Any] | None = None, *,
     return _lazy_class(kind, "encoder")(path, **_picked(options, ENCODER_OPTIONS[kind]))
 
 
-def open_generator(path: str | Path, options: Mapping[str, Any] | None = None) -> Generator:
-    """A Generator for an .onnx, .mlpackage/.mlmodel or .pth/.pt file."""
+def open_generator(path: str | Path, options: Mapping[str, Any] | None = None) -> Generator | OutputDump:
+    """A Generator for an .onnx, .mlpackage/.mlmodel or .pth/.pt file, or an OutputDump for a port's .npy/.npz."""
     options = _check_options(options)
     kind = file_kind(path, "generator")
     if kind == "dump":
-        raise InputError(
-            f"generator {path}: expected a model ({', '.join(MODEL_SUFFIXES)}), found a feature dump "
-            f"({Path(path).suffix}); dumps can stand in for the encoder only"
-        )
+        return OutputDump(path)
     if kind == "onnx":
         from .onnx_backend import OnnxGenerator
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from backends.base import Encoder, Generator, Provenance
+from backends.dumps import OutputDump
 from pipeline.audio import Audio, load_audio
 from pipeline.avatar import Avatar, paste_back, ping_pong_index, prepare_input
 from pipeline.errors import InputError
@@ -75,7 +76,8 @@ class Lane:
         self._shared_mels = shared_mels if shared_mels is not None else {}
         # A lane without an encoder can still produce the mel, windows and generator inputs (the dump command).
         self.encoder = open_encoder(spec.encoder, dict(spec.options)) if spec.encoder is not None else None
-        self.generator: Generator | None = (
+        # A generator may also be an OutputDump: another program's raw outputs or final frames for every frame.
+        self.generator: Generator | OutputDump | None = (
             open_generator(spec.generator, dict(spec.options)) if spec.generator is not None else None
         )
 
@@ -183,7 +185,15 @@ class Lane:
 
     @property
     def image_size(self) -> int:
-        return int(self._require_generator().size)
+        generator = self._require_generator()
+        if generator.size is None:  # a dump of final frames has no generator crop size
+            raise InputError(f"lane {self.name!r}: {generator.path.name} holds final frames, not generator crops")
+        return int(generator.size)
+
+    @property
+    def shows_dumped_frames(self) -> bool:
+        """True when the lane's frames come whole from another program's dump (nothing is generated here)."""
+        return isinstance(self.generator, OutputDump) and self.generator.kind == "frames"
 
     def template_index(self, i: int) -> int:
         """Which template frame output frame i is drawn on (ping-pong order)."""
@@ -208,6 +218,13 @@ class Lane:
         """[3, S, S] float32 generator output for output frame i, as the model returns it."""
         self._check_frame(i)
         generator = self._require_generator()
+        if isinstance(generator, OutputDump):
+            if generator.kind == "frames":
+                raise InputError(
+                    f"lane {self.name!r}: {generator.path.name} holds final frames, so raw generator outputs are not "
+                    "available (compare the frames instead)"
+                )
+            return generator.item(i)
         prepared = self.generator_input(i)
         audio = self.audio_tensors(range(i, i + 1), scale)
         out = generator.generate(prepared.tensor[None], audio)
@@ -216,12 +233,27 @@ class Lane:
     def frame(self, i: int, scale: float | None = None) -> RenderedFrame:
         """Render output frame i: generator output pasted back into its template frame."""
         avatar = self._require_avatar()
-        out = self.raw_output(i, scale)
         k = self.template_index(i)
+        if self.shows_dumped_frames:
+            return self._dumped_frame(i, avatar, k)
+        out = self.raw_output(i, scale)
         prepared = self.generator_input(i)
         image = paste_back(avatar.frame(k), avatar.crop_box(k), prepared.resized_crop, out)
         crop = (np.clip(np.nan_to_num(out, nan=0.0), 0.0, 1.0) * 255.0).astype(np.uint8).transpose(1, 2, 0)
         return RenderedFrame(image=image, crop=np.ascontiguousarray(crop), template_index=k)
+
+    def _dumped_frame(self, i: int, avatar: Avatar, k: int) -> RenderedFrame:
+        """A final frame from a dump, shown as it is; its 'crop' is the crop box's region of that frame."""
+        self._check_frame(i)
+        image = np.asarray(self.generator.item(i))  # type: ignore[union-attr]
+        template = avatar.frame(k)
+        if image.shape != template.shape:
+            raise InputError(
+                f"lane {self.name!r}: {self.generator.path.name} frame {i} is {list(image.shape)}, "  # type: ignore[union-attr]
+                f"expected the template frame size {list(template.shape)}"
+            )
+        y0, y1, x0, x1 = avatar.crop_box(k).region(*template.shape[:2])
+        return RenderedFrame(image=image, crop=np.ascontiguousarray(image[y0:y1, x0:x1]), template_index=k)
 
     def _check_frame(self, i: int) -> None:
         if not 0 <= i < self.num_frames:

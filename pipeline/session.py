@@ -14,7 +14,7 @@ Schema (documented for users in README.md):
     [[lanes]]
     name = "ONNX Runtime"           # required, unique
     encoder = "audio_encoder.onnx"  # required: .onnx, .mlpackage, .mlmodel, .pth, or a feature dump
-    generator = "generator.onnx"    # optional: .onnx, .mlpackage, .mlmodel, .pth
+    generator = "generator.onnx"    # optional: .onnx, .mlpackage, .mlmodel, .pth, or a dump of outputs/frames
     scale = 1.0                     # optional, > 0: multiplies the lane's encoder features
     mel = "mel_dump.npy"            # optional: use this mel [T,80] instead of computing it
     [lanes.options]                 # optional, passed to the backends (provider, compute_unit, input_name, ...)
@@ -39,6 +39,7 @@ PAD_MODES = ("constant", "reflect")
 TOP_LEVEL_KEYS = {"audio", "avatar", "pad_mode", "reference", "lanes", "title"}
 LANE_KEYS = {"name", "encoder", "generator", "scale", "mel", "options"}
 FEATURE_DUMP_SUFFIXES = {".npy", ".npz", ".bin"}
+OUTPUT_DUMP_SUFFIXES = {".npy", ".npz"}  # a port's raw generator outputs [F,3,S,S] or final frames [F,H,W,3]
 MODEL_SUFFIXES = {".onnx", ".mlpackage", ".mlmodel", ".pth", ".pt"}
 
 
@@ -192,7 +193,7 @@ def _lane_from_dict(
     for key, value in (("encoder", encoder), ("generator", generator)):
         if value is None:
             continue
-        allowed = MODEL_SUFFIXES | (FEATURE_DUMP_SUFFIXES if key == "encoder" else set())
+        allowed = MODEL_SUFFIXES | (FEATURE_DUMP_SUFFIXES if key == "encoder" else OUTPUT_DUMP_SUFFIXES)
         if value.suffix.lower() not in allowed:
             problems.append(
                 f"{where}.{key} = {raw[key]!r}: expected a file ending in {', '.join(sorted(allowed))}, "

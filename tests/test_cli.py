@@ -209,3 +209,31 @@ def test_usage_errors_exit_2(world):
     bad.write_text('audio = "nope.wav"\n')
     r = app("report", bad)
     assert r.returncode == 2 and "nope.wav" in r.stderr and "lanes" in r.stderr
+
+
+def test_a_ports_generator_dumps_stand_in_for_the_generator_and_are_compared(world):
+    """Raw outputs [F,3,S,S] and final frames [F,H,W,3] from another program replace the generator stage."""
+    d = world["dir"]
+    base = ["--audio", d / "speech.wav", "--encoder", d / "enc_a.onnx", "--avatar", d / "avatar",
+            "--generator", d / "gen.onnx", "--force"]
+    assert app("dump", *base, "--stage", "crops", "--out", d / "port_crops.npy").returncode == 0
+    assert app("dump", *base, "--stage", "frames", "--out", d / "port_frames.npy").returncode == 0
+    frames = np.load(d / "port_frames.npy")
+    tampered = frames.copy()
+    tampered[5] = 255 - tampered[5]  # a port that got one frame wrong
+    np.save(d / "port_frames_bad.npy", tampered)
+    (d / "ports.toml").write_text(
+        'audio = "speech.wav"\navatar = "avatar"\n'
+        '[[lanes]]\nname = "reference"\nencoder = "enc_a.onnx"\ngenerator = "gen.onnx"\n'
+        '[[lanes]]\nname = "port crops"\nencoder = "enc_a.onnx"\ngenerator = "port_crops.npy"\n'
+        '[[lanes]]\nname = "port frames"\nencoder = "enc_a.onnx"\ngenerator = "port_frames.npy"\n'
+        '[[lanes]]\nname = "bad frames"\nencoder = "enc_a.onnx"\ngenerator = "port_frames_bad.npy"\n'
+    )
+    r = app("report", d / "ports.toml", "--frames", "0:8", "--json", d / "ports.json", "--force")
+    assert r.returncode == 0, r.stdout + r.stderr
+    data = json.loads((d / "ports.json").read_text())
+    last = {(c["lane"], c["stage"]): c for c in data["comparisons"]}
+    assert last[("port crops", "outputs")]["max_abs"] == 0.0 and last[("port crops", "outputs")]["passed"]
+    assert last[("port frames", "frames")]["max_abs"] == 0.0 and last[("port frames", "frames")]["passed"]
+    assert not last[("bad frames", "frames")]["passed"] and last[("bad frames", "frames")]["max_abs"] > 100
+    assert [d_["first_divergent_stage"] for d_ in data["diagnosis"]] == [None, None, "frames"]

@@ -80,10 +80,19 @@ def test_missing_paths_directories_and_unknown_suffixes(tmp_path: Path) -> None:
         open_encoder(tmp_path / "model.tflite", {})
 
 
-def test_a_dump_cannot_be_a_generator(tmp_path: Path) -> None:
+def test_a_feature_dump_is_not_a_generator_but_an_output_dump_is(tmp_path: Path) -> None:
     np.save(tmp_path / "f.npy", np.zeros((3, 512), np.float32))
-    with pytest.raises(InputError, match="dumps can stand in for the encoder only"):
+    with pytest.raises(InputError, match=r"expected raw generator outputs \[F,3,S,S\] .* found \[3, 512\]"):
         open_generator(tmp_path / "f.npy", {})
+    np.save(tmp_path / "crops.npy", np.full((4, 3, 160, 160), 0.5, np.float32))
+    dump = open_generator(tmp_path / "crops.npy", {})
+    assert (dump.kind, dump.size, dump.num_frames) == ("outputs", 160, 4)
+    np.save(tmp_path / "frames.npy", np.zeros((2, 240, 320, 3), np.uint8))
+    dump = open_generator(tmp_path / "frames.npy", {})
+    assert (dump.kind, dump.size, dump.num_frames) == ("frames", None, 2)
+    (tmp_path / "raw.bin").write_bytes(b"\0" * 64)
+    with pytest.raises(InputError, match="expected a .npy or .npz file"):
+        open_generator(tmp_path / "raw.bin", {})
 
 
 @pytest.mark.parametrize("name,module,label", [
