@@ -342,3 +342,66 @@ def test_a_broken_generator_keeps_the_lanes_features_in_the_plots(qtbot, window,
     window.seek_frame(6)
     wait_shown(qtbot, window, 6)  # the reference lane keeps rendering
     assert broken.view.error_text is not None and broken.view.shown_index is None
+
+
+def test_a_real_drop_event_on_the_window_opens_the_dropped_file(qtbot, window, ui_session, tmp_path) -> None:
+    """The Qt path a file manager takes (drag enter, then drop with a URL), not a call to open_dropped."""
+    from PySide6.QtCore import QMimeData, QPoint, QPointF, QUrl
+    from PySide6.QtGui import QDragEnterEvent, QDropEvent
+    from PySide6.QtWidgets import QApplication
+
+    from tests.builders.speech import speak
+
+    other = speak("Dropped on the window.", tmp_path / "dropped.wav", rate=16000)
+    data = QMimeData()
+    data.setUrls([QUrl.fromLocalFile(str(other))])
+    enter = QDragEnterEvent(QPoint(200, 200), Qt.DropAction.CopyAction, data, Qt.MouseButton.LeftButton,
+                            Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(window, enter)
+    assert enter.isAccepted()
+    drop = QDropEvent(QPointF(200, 200), Qt.DropAction.CopyAction, data, Qt.MouseButton.LeftButton,
+                      Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(window, drop)
+    assert window.session.audio == other
+    assert window.num_frames == expected_frames_for(other)
+    wait_shown(qtbot, window, 0)
+
+
+def _session_with_lanes(ui_session: UiSession, folder: Path, count: int) -> Path:
+    """The test session with ``count`` lanes: the two of the builder, then copies of the reference lane."""
+    text = ui_session.path.read_text(encoding="utf-8").replace('"speech.wav"', f'"{ui_session.folder / "speech.wav"}"')
+    text = text.replace('"avatar"', f'"{ui_session.folder / "avatar"}"')
+    for role in ("encoder.onnx", "tiny_encoder.onnx", "generator.onnx"):
+        text = text.replace(f'= "{role}"', f'= "{ui_session.folder / role}"')
+    for extra in range(count - 2):
+        text += (f'\n[[lanes]]\nname = "extra {extra}"\nencoder = "{ui_session.encoder}"\n'
+                 f'generator = "{ui_session.generator}"\nscale = {extra + 2}.5\n')
+    path = folder / f"lanes{count}.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_saving_a_session_of_more_than_four_lanes_keeps_the_lanes_not_shown(qtbot, window, ui_session,
+                                                                           tmp_path) -> None:
+    source = _session_with_lanes(ui_session, tmp_path, 6)
+    assert len(load_session(source).lanes) == 6
+    assert window.open_session(source)
+    assert [s.spec.name for s in window.slots] == ["reference", "tiny features", "extra 0", "extra 1"]
+    assert "4 of 6 lanes" in window.statusBar().currentMessage()
+    window.set_lane_scale(window.slots[1].lane_id, 3.0)
+    window.move_lane(window.slots[0].lane_id, 1)
+    target = tmp_path / "saved6.toml"
+    assert window.save_session(target)
+    saved = load_session(target)
+    assert [(lane.name, lane.scale) for lane in saved.lanes] == [
+        ("tiny features", 3.0), ("reference", 1.0), ("extra 0", 2.5), ("extra 1", 3.5), ("extra 2", 4.5),
+        ("extra 3", 5.5)]
+    assert saved.reference == "reference"
+
+
+def test_a_save_that_cannot_be_written_says_so_and_keeps_the_window(qtbot, window, tmp_path) -> None:
+    target = tmp_path / "no such folder" / "saved.toml"
+    assert window.save_session(target) is False
+    assert "Cannot save saved.toml" in window.last_complaint and "no such folder" in window.last_complaint
+    assert not target.parent.exists()
+    assert window.session.path != target and window.isVisible()

@@ -96,6 +96,7 @@ class MainWindow(SessionFilesMixin, QMainWindow):
         self.samples = np.zeros(0, dtype=np.float32)
         self.num_frames = 0
         self.slots: list[LaneSlot] = []
+        self.hidden_specs: list[Any] = []  # session lanes beyond MAX_LANES: not shown, written back on save
         self.reference_id: int | None = None
         self._next_lane_id = 0
         self._current_frame = 0
@@ -275,27 +276,39 @@ class MainWindow(SessionFilesMixin, QMainWindow):
         from pipeline.session import load_session
 
         path = Path(path)
+        # Loading models takes seconds and runs on this thread: say what is happening before the window stalls.
+        self.statusBar().showMessage(f"Opening {path.name}: loading its audio, avatar and models…")
+        self.statusBar().repaint()
         QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
         try:
             session = load_session(path, check_files=False)
-            lanes = open_lanes(session)
+            # Only the lanes the window shows are opened; the rest are kept so saving never drops them.
+            shown = dataclasses.replace(session, lanes=list(session.lanes[:MAX_LANES]))
+            lanes = open_lanes(shown)
         except InputError as error:
             QApplication.restoreOverrideCursor()
             self._complain(f"Cannot open {path.name}", str(error))
             return False
         QApplication.restoreOverrideCursor()
+        self.statusBar().clearMessage()
         samples = next((l.audio.samples for l in lanes if not isinstance(l, FailedLane)), None)
         if samples is None:
             from pipeline.audio import load_audio
 
             samples = load_audio(session.audio).samples
-        self.set_content(samples, lanes, reference_index=session.reference_index, session=session)
+        reference = session.reference_index if session.reference_index < MAX_LANES else 0
+        self.set_content(samples, lanes, reference_index=reference, session=session,
+                         hidden_specs=session.lanes[MAX_LANES:])
         self._remember_recent(path)
         return True
 
     def set_content(self, samples: np.ndarray, lanes: list[Any], reference_index: int = 0,
-                    session: Any | None = None) -> None:
-        """Show these lanes over this audio. Lanes follow pipeline.lane's contract (FailedLane for a lane that failed)."""
+                    session: Any | None = None, hidden_specs: list[Any] | tuple[Any, ...] = ()) -> None:
+        """Show these lanes over this audio. Lanes follow pipeline.lane's contract (FailedLane for a lane that failed).
+
+        Lanes beyond the fourth, and ``hidden_specs`` (lanes of the session that were not opened), are not shown
+        but kept in ``hidden_specs``: saving writes them back after the shown lanes, so no lane is lost.
+        """
         self._stop_clock()
         for slot in list(self.slots):
             self._remove_slot(slot)
@@ -308,6 +321,7 @@ class MainWindow(SessionFilesMixin, QMainWindow):
         for lane in lanes[:MAX_LANES]:
             self._add_slot(lane)
         self._incoming = []
+        self.hidden_specs = [lane.spec for lane in lanes[MAX_LANES:]] + list(hidden_specs)
         if self.slots:
             self.reference_id = self.slots[min(max(0, reference_index), len(self.slots) - 1)].lane_id
         self.timeline.set_audio(self.samples, self.num_frames)
@@ -324,6 +338,11 @@ class MainWindow(SessionFilesMixin, QMainWindow):
         self.setWindowTitle(f"lipsync-compare — {title}" if title else "lipsync-compare")
         self._lanes_changed()
         self._tick()
+        if self.hidden_specs:
+            self.statusBar().showMessage(
+                f"Showing the first {len(self.slots)} of {len(self.slots) + len(self.hidden_specs)} lanes; "
+                f"the other {len(self.hidden_specs)} are not opened, and saving keeps them after the shown ones.",
+                15000)
 
     def _add_slot(self, lane: Any) -> LaneSlot:
         failure = getattr(lane, "message", None) if type(lane).__name__ == "FailedLane" else None

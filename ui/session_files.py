@@ -2,7 +2,7 @@
 save the session, recent sessions, and input problems shown as messages instead of crashes.
 
 A mixin of MainWindow, kept apart so the window module holds the playback and rendering logic only. It relies on
-the window's ``settings``, ``session``, ``slots``, ``reference_id``, ``open_session``, ``set_content``,
+the window's ``settings``, ``session``, ``slots``, ``hidden_specs``, ``reference_id``, ``open_session``, ``set_content``,
 ``add_lane``, ``replace_lane_source`` and ``statusBar``.
 """
 
@@ -48,7 +48,7 @@ class SessionFilesMixin:
         from pipeline.session import LaneSpec
 
         generator = next((s.spec.generator for s in self.slots if s.spec.generator is not None), None)
-        names = {s.spec.name for s in self.slots}
+        names = {s.spec.name for s in self.slots} | {spec.name for spec in self.hidden_specs}
         name = Path(path).stem
         while name in names:
             name += "'"
@@ -79,24 +79,32 @@ class SessionFilesMixin:
 
             samples = load_audio(session.audio).samples
         index = next((i for i, s in enumerate(self.slots) if s.lane_id == self.reference_id), 0)
-        self.set_content(samples, lanes, reference_index=index, session=session)
+        self.set_content(samples, lanes, reference_index=index, session=session, hidden_specs=self.hidden_specs)
 
     def _current_specs(self) -> list[Any]:
         return [dataclasses.replace(s.spec, scale=s.scale) for s in self.slots]
 
-    def save_session(self, path: str | Path) -> None:
-        """Write the session with the lanes as they are now (order, sources and scales)."""
+    def save_session(self, path: str | Path) -> bool:
+        """Write the session with the lanes as they are now (order, sources and scales), then the lanes the
+        window did not show (beyond the fourth), so saving never drops a lane. False (with a message) when the
+        file cannot be written: a full disk or a read-only folder is the user's to fix, not a crash."""
         from pipeline.session import save_session
 
         if self.session is None:
             raise RuntimeError("no session to save")
         reference = next((s.spec.name for s in self.slots if s.lane_id == self.reference_id), None)
-        session = dataclasses.replace(self.session, lanes=self._current_specs(), reference=reference,
-                                      path=Path(path))
-        save_session(session, Path(path))
+        session = dataclasses.replace(self.session, lanes=self._current_specs() + list(self.hidden_specs),
+                                      reference=reference, path=Path(path))
+        try:
+            save_session(session, Path(path))
+        except OSError as error:
+            self._complain(f"Cannot save {Path(path).name}",
+                           f"{path}: expected a writable file in an existing folder, found {error.strerror or error}")
+            return False
         self.session = session
         self._remember_recent(Path(path))
         self.statusBar().showMessage(f"Saved {path}", 4000)
+        return True
 
     def save_current_session(self) -> None:
         if self.session is not None and self.session.path is not None:
