@@ -150,3 +150,42 @@ def test_av_offset_delays_the_picture(qtbot, fake_window) -> None:
     window.pause()
     assert window.current_frame - 20 < 5  # shown: frame 20 (plus what played meanwhile), not frame 25
     assert window.clock.position_s() * 25 - window.current_frame >= 4.5
+
+
+def test_a_frame_that_arrives_after_its_time_still_replaces_an_older_picture(qtbot, tmp_path) -> None:
+    """While playing behind the playhead, the lane shows the newest frame it has (marked late), not the last
+    frame that happened to arrive on time."""
+    from ui.main_window import MainWindow, frame_count_for
+    from ui.render_worker import FrameReady
+
+    release = threading.Event()
+
+    class StuckLane(FakeLane):
+        def frame(self, index, scale):
+            if index > 0:
+                release.wait(60)
+            return super().frame(index, scale)
+
+    samples = np.zeros(16000 * 4, np.float32)
+    frames = frame_count_for(samples)
+    window = MainWindow(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat), prefer_audio=False)
+    qtbot.addWidget(window)
+    window.show()
+    try:
+        window.set_content(samples, [StuckLane("slow", frames)])
+        slot = window.slots[0]
+        qtbot.waitUntil(lambda: slot.view.shown_index == 0, timeout=30_000)
+        window.play()
+        qtbot.waitUntil(lambda: window.current_frame >= 8, timeout=30_000)
+        reference = FakeLane("slow", frames)
+        late_index = window.current_frame - 3  # no event processing below, so the playhead stays put
+        window._on_worker_result(FrameReady(slot.lane_id, 1.0, late_index, reference.frame(late_index, 1.0), 0))
+        assert slot.view.shown_index == late_index and slot.view.is_late
+        assert encoded_frame_index(slot.view.image.shown[..., ::-1]) == late_index
+        older = late_index - 2  # older than what is on screen: ignored
+        window._on_worker_result(FrameReady(slot.lane_id, 1.0, older, reference.frame(older, 1.0), 0))
+        assert encoded_frame_index(slot.view.image.shown[..., ::-1]) == late_index
+        window.pause()
+    finally:
+        release.set()
+        window.close()

@@ -150,3 +150,27 @@ def test_a_failing_lane_reports_its_message_and_others_keep_rendering(worker_and
     worker.submit(3, [LaneJob(0, broken, 1.0), LaneJob(1, good, 1.0)], lookahead=4, num_frames=20)
     wait_for(lambda: worker.idle)
     assert len(broken.calls) == calls_before
+
+
+def test_when_each_frame_is_superseded_the_lanes_take_turns(worker_and_results) -> None:
+    """Playback that cannot keep up: a new playhead arrives while lane 0 draws; the next plan serves lane 1 first,
+    otherwise lane 1 would never get a frame while the playhead moves."""
+    worker, results = worker_and_results
+    gate = threading.Event()
+    entered = threading.Event()
+
+    class SlowFirstFrame(FakeLane):
+        def frame(self, index, scale):
+            entered.set()
+            assert gate.wait(60), "test gate never opened"
+            return super().frame(index, scale)
+
+    first, second = SlowFirstFrame("a", 40), FakeLane("b", 40, seed=1)
+    jobs = [LaneJob(0, first, 1.0), LaneJob(1, second, 1.0)]
+    worker.submit(0, jobs, lookahead=5, num_frames=40)
+    assert entered.wait(60)  # lane 0 is drawing frame 0 when the playhead moves on
+    worker.submit(2, jobs, lookahead=2, num_frames=40)
+    gate.set()
+    wait_for(lambda: worker.idle)
+    order = [(r.lane_id, r.index) for r in results.of(FrameReady)]
+    assert order == [(0, 0), (1, 2), (0, 2), (1, 3), (0, 3)]

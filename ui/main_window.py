@@ -709,6 +709,10 @@ class MainWindow(SessionFilesMixin, QMainWindow):
             if result.scale == slot.scale and result.index == self.current_frame:
                 self._display(slot, result.frame, result.index, late=False)
                 self._show_frame()
+            elif result.scale == slot.scale and self.playing and self._newer_than_shown(slot, result.index):
+                # Rendering is behind the playhead: a frame that arrives too late still beats an older picture,
+                # so the lane moves (marked late) instead of freezing on the last frame that arrived in time.
+                self._display(slot, result.frame, result.index, late=True)
         elif isinstance(result, FeaturesReady):
             slot.raw_features = result.raw_features
             self._refresh_plots()
@@ -717,6 +721,12 @@ class MainWindow(SessionFilesMixin, QMainWindow):
             slot.view.show_error(result.message)
             slot.view.setToolTip(result.details)
             self._lanes_changed()
+
+    def _newer_than_shown(self, slot: LaneSlot, index: int) -> bool:
+        """A frame behind the playhead, but closer to it than the lane's picture (or the picture is ahead of the
+        playhead, after a loop wrapped or a seek went back)."""
+        shown = slot.view.shown_index
+        return index < self.current_frame and (shown is None or shown < index or shown > self.current_frame)
 
     def _refresh_plots(self) -> None:
         # A lane whose generator failed may still have features: plot them, they often show why it failed.

@@ -10,7 +10,9 @@ Rules, each one a reason:
   cannot interrupt) and re-plans from the newest request, so a seek or a scale change drops superseded work
   after at most one frame.
 - The plan renders the frame at the playhead for every lane first, then walks ahead round-robin across lanes,
-  so every lane gets a picture before any lane gets a second one.
+  so every lane gets a picture before any lane gets a second one. Within each frame the lane served longest ago
+  goes first: during playback that cannot keep up, every new playhead supersedes the plan after one frame, and
+  a fixed lane order would then only ever serve the first lane (the others froze on their first picture).
 - A lane that raises is marked failed with its message and never tried again (until it is replaced); the others
   keep rendering.
 """
@@ -99,6 +101,8 @@ class RenderWorker:
         self._features_sent: set[int] = set()
         self._failed: set[int] = set()
         self.frames_rendered = 0
+        self._last_served: dict[int, int] = {}  # lane id -> value of _serve_count when it last got a frame
+        self._serve_count = 0
         self._thread = threading.Thread(target=self._run, name="render-worker", daemon=True)
         self._thread.start()
 
@@ -134,7 +138,8 @@ class RenderWorker:
     def _plan(self, request: RenderRequest) -> Iterator[tuple[LaneJob, int | None]]:
         """(lane, None) means "compute the features"; (lane, i) means "render frame i"."""
         for index in frame_order(request.playhead, request.lookahead, request.num_frames, request.loop):
-            for job in request.lanes:
+            # sorted() is stable: lanes never served keep the request's order
+            for job in sorted(request.lanes, key=lambda job: self._last_served.get(job.lane_id, -1)):
                 if job.lane_id in self._failed:
                     continue
                 if job.lane_id not in self._features_sent:
@@ -174,6 +179,8 @@ class RenderWorker:
             frame = job.lane.frame(index, job.scale)
             self.cache.put((job.lane_id, job.scale, index), frame)
             self.frames_rendered += 1
+            self._last_served[job.lane_id] = self._serve_count
+            self._serve_count += 1
             self._deliver(FrameReady(job.lane_id, job.scale, index, frame, generation))
         except Exception as error:  # InputError is expected (bad model); anything else is still one lane's fault
             self._failed.add(job.lane_id)
