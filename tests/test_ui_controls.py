@@ -189,3 +189,26 @@ def test_a_frame_that_arrives_after_its_time_still_replaces_an_older_picture(qtb
     finally:
         release.set()
         window.close()
+
+
+def test_timeline_rows_of_rendered_frames_read_top_down_in_lane_order(qtbot) -> None:
+    """Each lane's row is coloured where its frames are rendered; the first lane's row is the top one on screen
+    (largest y in the plot's own coordinates, mapped by pyqtgraph, not by the timeline's arithmetic)."""
+    import pyqtgraph as pg
+    from PySide6.QtCore import QPointF
+
+    from ui.timeline import Timeline
+
+    timeline = Timeline()
+    qtbot.addWidget(timeline)
+    timeline.set_audio(np.zeros(16000, np.float32), 25)
+    first, second = np.zeros(25, bool), np.zeros(25, bool)
+    first[:5], second[10:] = True, True
+    timeline.set_rendered([first, second], ["#ff0000", "#00ff00"])
+    item = timeline._rendered
+    rows = item.image.shape[0]
+    heights = [item.mapToView(QPointF(0.5, row + 0.5)).y() for row in range(rows)]
+    top, bottom = item.image[int(np.argmax(heights))], item.image[int(np.argmin(heights))]
+    red, green = pg.mkColor("#ff0000"), pg.mkColor("#00ff00")
+    assert [tuple(top[i, :3]) for i in (0, 20)] == [(red.red(), 0, 0), (60, 64, 67)]
+    assert [tuple(bottom[i, :3]) for i in (0, 20)] == [(60, 64, 67), (0, green.green(), 0)]

@@ -91,7 +91,9 @@ class Timeline(pg.PlotWidget):
             colour = pg.mkColor(colours[r % len(colours)])
             picture[r, row[: self.num_frames]] = (colour.red(), colour.green(), colour.blue(), 230)
             picture[r, ~row[: self.num_frames]] = (60, 64, 67, 255)
-        self._rendered.setImage(picture, autoLevels=False, levels=(0, 255))
+        # Image row 0 is drawn at the lowest y (the plot's y axis points up): flip, so the first lane's row is on
+        # top, in the same order as the lane columns read left to right.
+        self._rendered.setImage(np.ascontiguousarray(picture[::-1]), autoLevels=False, levels=(0, 255))
         height = RENDERED_ROW_HEIGHT * len(rows)
         self._rendered.setRect(pg.QtCore.QRectF(-0.5, -1.05 - height, self.num_frames, height * 0.95))
 
