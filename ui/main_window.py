@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import QByteArray, QObject, QSettings, Qt, QTimer, Signal
+from PySide6.QtCore import QByteArray, QEventLoop, QObject, QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import (QApplication, QCheckBox, QComboBox, QDoubleSpinBox, QHBoxLayout, QLabel,
                                QMainWindow, QProgressBar, QSplitter, QStyle, QTabWidget, QToolBar,
@@ -278,7 +278,9 @@ class MainWindow(SessionFilesMixin, QMainWindow):
         path = Path(path)
         # Loading models takes seconds and runs on this thread: say what is happening before the window stalls.
         self.statusBar().showMessage(f"Opening {path.name}: loading its audio, avatar and models…")
-        self.statusBar().repaint()
+        # Paint the window and this message before the stall (at start-up nothing has been painted yet); user
+        # input waits, so no second open can start while this one runs.
+        QApplication.processEvents(QEventLoop.ProcessEventsFlag.ExcludeUserInputEvents)
         QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
         try:
             session = load_session(path, check_files=False)
@@ -464,6 +466,8 @@ class MainWindow(SessionFilesMixin, QMainWindow):
     def set_reference(self, lane_id: int) -> None:
         """The lane Fit and the scatter compare against (saved as the session's ``reference``)."""
         self.reference_id = self.slot(lane_id).lane_id
+        for slot in self.slots:  # an R² shown by a lane was measured against the old reference
+            slot.view.scale_control.show_fit(None)
         self._lanes_changed()
 
     def remove_lane(self, lane_id: int) -> None:
