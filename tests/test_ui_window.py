@@ -414,3 +414,23 @@ def test_a_save_that_cannot_be_written_says_so_and_keeps_the_window(qtbot, windo
     assert "Cannot save saved.toml" in window.last_complaint and "no such folder" in window.last_complaint
     assert not target.parent.exists()
     assert window.session.path != target and window.isVisible()
+
+
+def test_save_on_the_shipped_demo_asks_where_instead_of_overwriting_it(qtbot, window, ui_session, tmp_path,
+                                                                      monkeypatch) -> None:
+    import pipeline.session
+    from PySide6.QtWidgets import QFileDialog
+
+    shipped = ui_session.path.read_bytes()
+    target = tmp_path / "my copy.toml"
+    asked: list[str] = []
+    monkeypatch.setattr(pipeline.session, "demo_session_path", lambda: ui_session.path)  # this session is "the demo"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *args, **kwargs: (asked.append("save as") or
+                                                                                 (str(target), "")))
+    window.set_lane_scale(lane_by_name(window, "tiny features").lane_id, 5.0)
+    window.save_current_session()  # Ctrl+S
+    assert asked == ["save as"]
+    assert ui_session.path.read_bytes() == shipped
+    assert [lane.scale for lane in load_session(target).lanes] == [1.0, 5.0]
+    window.save_current_session()  # now the session is the user's copy: saved in place, no question
+    assert asked == ["save as"]

@@ -107,8 +107,13 @@ class SessionFilesMixin:
         return True
 
     def save_current_session(self) -> None:
-        if self.session is not None and self.session.path is not None:
-            self.save_session(self.session.path)
+        """Save in place, except the shipped demo (and unsaved sessions), which ask where: saving over
+        resources/demo/demo.toml would change the demo for good and drop its explanatory comments."""
+        from pipeline.session import demo_session_path
+
+        path = self.session.path if self.session is not None else None
+        if path is not None and Path(path).resolve() != demo_session_path().resolve():
+            self.save_session(path)
         else:
             self.choose_save_path()
 
