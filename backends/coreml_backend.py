@@ -13,7 +13,9 @@ input_name / image_input / audio_input / output_name override the tensors found 
 
 from __future__ import annotations
 
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -96,10 +98,17 @@ class _NativeRunner:
 
     def __init__(self, path: Path, compute_unit: str) -> None:
         ct = _quiet_coremltools()
+        # coremltools' MLModel rewrites a package's Manifest.json (its ModelPackage writes it back when released); the
+        # user's package must stay untouched, so Core ML gets a private copy (a few MB; Core ML compiles its own copy anyway).
+        copy = None
+        if path.is_dir():
+            copy = tempfile.TemporaryDirectory(prefix="lipsync-coreml-")
+            path = Path(shutil.copytree(path, Path(copy.name) / path.name))
         try:
             self.model = ct.models.MLModel(str(path), compute_units=getattr(ct.ComputeUnit, COMPUTE_UNITS[compute_unit]))
         except Exception as error:
             raise InputError(f"Core ML model {path.name}: Core ML could not load it: {error}") from error
+        self._copy = copy  # assigned after the model, so it is released after it
         spec = self.model.get_spec()
         self.inputs = [_feature_info(f) for f in spec.description.input]
         self.outputs = [_feature_info(f) for f in spec.description.output]

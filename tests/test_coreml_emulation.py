@@ -6,6 +6,8 @@ for the fp16 rounding itself a float64 numpy convolution with explicit fp16 roun
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -223,20 +225,25 @@ def test_auto_mode_emulates_off_macos_and_says_so(coreml_cache) -> None:
 
 def test_native_mode_wiring_with_a_stand_in_for_core_ml(coreml_cache, monkeypatch) -> None:
     """No Mac here: a stand-in MLModel (PyTorch behind coremltools' API) checks what the native path asks Core ML:
-    the chosen compute unit, one float32 sample per predict call, and 'coreml-native' in the provenance."""
+    the chosen compute unit, one float32 sample per predict call, 'coreml-native' in the provenance, and a private
+    copy of the package (coremltools rewrites the Manifest.json of the package it opens; the user's must not change)."""
     import backends.coreml_backend as coreml_backend
+    from backends.coreml_emulator import load_spec
 
     path, model = cached_model(coreml_cache, "encoder", "fp32")
     ct = coreml_backend._quiet_coremltools()
-    real = ct.models.MLModel(str(path), skip_model_load=True)
-    spec, weights_dir = real.get_spec(), real.weights_dir
+    spec, weights_dir = load_spec(path)
     output_name = spec.description.output[0].name
-    requested_units, batches = [], []
+    manifest = path / "Manifest.json"
+    manifest_before = (manifest.read_bytes(), manifest.stat().st_mtime_ns)
+    requested_units, batches, opened = [], [], []
 
     class StandInMLModel:
         def __init__(self, _path: str, compute_units=None, skip_model_load: bool = False) -> None:
             if not skip_model_load:
                 requested_units.append(compute_units)
+            opened.append(_path)
+            (Path(_path) / "Manifest.json").write_text("{}")  # what coremltools' ModelPackage may do to it
             self.weights_dir = weights_dir
 
         def get_spec(self):
@@ -258,6 +265,8 @@ def test_native_mode_wiring_with_a_stand_in_for_core_ml(coreml_cache, monkeypatc
     assert encoder.provenance.provider == "cpu_and_gpu"
     assert encoder.provenance.precision == "fp32"
     assert np.allclose(features, torch_forward(model, windows), atol=1e-5)
+    assert len(opened) == 1 and Path(opened[0]).resolve() != path.resolve()
+    assert (manifest.read_bytes(), manifest.stat().st_mtime_ns) == manifest_before
 
 
 class _ManyOps(nn.Module):
