@@ -37,7 +37,8 @@ _FP16_EXACT_OPS = {
 }
 
 # Precision modes: "as_stored" follows the program; "fp32" computes everything in fp32 (isolates weight storage from
-# fp16 arithmetic); "fp16" rounds after every op (what GPU / Neural Engine do with an fp32 program).
+# fp16 arithmetic); "fp16" rounds the inputs, every weight and every op's result to fp16 (what the GPU / Neural Engine
+# do with an fp32 program).
 PRECISION_MODES = ("as_stored", "fp32", "fp16")
 
 
@@ -146,6 +147,9 @@ class _GraphBuilder:
         self.nodes: list[Any] = []
         self.initializers: list[Any] = []
         self._counter = 0
+        # precision "fp16" on an fp32 program: the GPU / Neural Engine hold weights in fp16 too, so every float
+        # constant is rounded to fp16 (and kept in float32) as it is added.
+        self.round_constants = False
 
     def fresh(self, hint: str) -> str:
         self._counter += 1
@@ -156,6 +160,8 @@ class _GraphBuilder:
         array = np.asarray(value)
         if array.dtype == np.float16 or array.dtype == np.float64:
             array = array.astype(np.float32)
+        if self.round_constants and array.dtype == np.float32:
+            array = array.astype(np.float16).astype(np.float32)
         name = self.fresh(hint)
         self.initializers.append(self.onnx.numpy_helper.from_array(np.ascontiguousarray(array), name))
         return name
@@ -211,6 +217,7 @@ class _MilTranslator:
         self.precision = precision
         self.label = label
         self.g = _GraphBuilder()
+        self.g.round_constants = precision == "fp16"
         self.names: dict[str, str] = {}  # MIL var name -> ONNX tensor name
         self.batchable = True
 
@@ -234,7 +241,8 @@ class _MilTranslator:
             shape = tuple(int(d) for d in var.shape)
             inputs[name] = shape
             self.names[name] = name
-            if types.builtin_to_string(var.dtype) == "fp16":  # an fp16 model input: the caller's fp32 is rounded
+            # An fp16 model input (or any input when emulating fp16 compute): the caller's fp32 values are rounded.
+            if types.builtin_to_string(var.dtype) == "fp16" or self.precision == "fp16":
                 self.names[name] = self.g.round_fp16(name)
         self.consts: dict[str, Any] = {}
         compute_types: Counter[str] = Counter()
@@ -642,6 +650,7 @@ class _NeuralNetworkTranslator:
         self.precision = precision
         self.label = label
         self.g = _GraphBuilder()
+        self.g.round_constants = precision == "fp16"
         self.names: dict[str, str] = {}
         self.batchable = True
         self.fp16_weights = 0
@@ -666,7 +675,7 @@ class _NeuralNetworkTranslator:
             if not array.shape:
                 raise InputError(f"Core ML model {self.label}: input {feature.name}: expected a multi-array with a fixed shape, found none")
             inputs[feature.name] = tuple(int(d) for d in array.shape)
-            self.names[feature.name] = feature.name
+            self.names[feature.name] = self.g.round_fp16(feature.name) if self.precision == "fp16" else feature.name
         for layer in layers:
             kind = layer.WhichOneof("layer")
             result = _NN_LAYERS[kind](self, layer, getattr(layer, kind))

@@ -181,6 +181,25 @@ def test_fp16_program_rounds_like_fp16_storage(tmp_path) -> None:
     assert difference.max() <= 2.0 ** -10  # fp16 has 11 significant bits; sigmoid outputs are below 1
 
 
+def test_fp16_mode_on_an_fp32_program_rounds_inputs_weights_and_results(tmp_path) -> None:
+    """precision='fp16' emulates GPU / Neural Engine running an fp32 program: the same fp16(sigmoid(fp16(conv(fp16 x,
+    fp16 w)))) as a program converted to fp16, though the file stores fp32 weights."""
+    model = _TinyConv().eval()
+    path32 = convert(model, "generator", tmp_path / "tiny32.mlpackage", "fp32")
+    rng = np.random.default_rng(4)
+    image = rng.uniform(0, 1, (1, 6, 8, 8)).astype(np.float32)
+    audio = np.zeros((1, 32, 16, 16), np.float32)
+    w = model.conv.weight.detach().numpy()
+    b = model.conv.bias.detach().numpy()
+    generator = CoreMLGenerator(path32, mode="emulated", precision="fp16")
+    out = generator.generate(image, audio).astype(np.float64)
+    expected = _fp16(1.0 / (1.0 + np.exp(-_fp16(_conv_float64(_fp16(image), _fp16(w), _fp16(b))))))
+    ulp = np.spacing(expected.astype(np.float16)).astype(np.float64)
+    assert np.all(np.abs(out - expected) <= ulp)
+    assert np.array_equal(out, out.astype(np.float16).astype(np.float64))  # every value is an fp16 value
+    assert generator.provenance.precision == "fp32 (emulated as fp16)"
+
+
 def test_unsupported_operation_is_listed_with_every_operation_met(tmp_path) -> None:
     class WithSin(nn.Module):
         def __init__(self) -> None:
