@@ -212,3 +212,28 @@ def test_timeline_rows_of_rendered_frames_read_top_down_in_lane_order(qtbot) -> 
     red, green = pg.mkColor("#ff0000"), pg.mkColor("#00ff00")
     assert [tuple(top[i, :3]) for i in (0, 20)] == [(red.red(), 0, 0), (60, 64, 67)]
     assert [tuple(bottom[i, :3]) for i in (0, 20)] == [(60, 64, 67), (0, green.green(), 0)]
+
+
+def test_prerender_of_a_clip_larger_than_the_cache_still_plays_and_says_why(qtbot, tmp_path) -> None:
+    """With a cache that holds 20 fake frames, pre-rendering ~100 frames can never finish: the window must play
+    anyway instead of waiting for ever."""
+    from ui.main_window import MainWindow, frame_count_for
+
+    samples = np.zeros(16000 * 4, np.float32)
+    frames = frame_count_for(samples)
+    one_frame = FakeLane("a", frames).frame(0, 1.0)
+    budget = 20 * (one_frame.image.nbytes + one_frame.crop.nbytes)
+    window = MainWindow(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat), prefer_audio=False,
+                        cache_bytes=budget)
+    qtbot.addWidget(window)
+    window.show()
+    try:
+        window.set_content(samples, [FakeLane("a", frames)])
+        window.prerender_action.setChecked(True)
+        window.play()
+        qtbot.waitUntil(lambda: window.playing, timeout=30_000)
+        assert "does not fit in the frame cache" in window.statusBar().currentMessage()
+        assert not window.progress.isVisible()
+        window.pause()
+    finally:
+        window.close()

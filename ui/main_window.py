@@ -552,10 +552,11 @@ class MainWindow(SessionFilesMixin, QMainWindow):
     def playing(self) -> bool:
         return self.clock is not None and self.clock.playing
 
-    def play(self) -> None:
+    def play(self, prerender: bool = True) -> None:
+        """Play from the paused frame; with the pre-render setting on, render the whole clip first."""
         if self.clock is None or self.num_frames == 0:
             return
-        if self.prerender_action.isChecked() and not self._all_rendered():
+        if prerender and self.prerender_action.isChecked() and not self._all_rendered():
             self._prerender_pending = True
             self._request_render()
             return
@@ -766,6 +767,15 @@ class MainWindow(SessionFilesMixin, QMainWindow):
             self.progress.setVisible(False)
             self._prerender_pending = False
             self.play()
+        elif self.worker.idle:
+            # The worker went through the whole clip, but the frame cache could not hold it: waiting would never
+            # end. Play what fits and say why the rest may be late.
+            self.progress.setVisible(False)
+            self._prerender_pending = False
+            self.statusBar().showMessage(
+                f"The whole clip does not fit in the frame cache ({self.cache.budget_bytes / 2**20:.0f} MiB): "
+                f"{done} of {total} frames are pre-rendered; playing anyway, later frames may be late.", 15000)
+            self.play(prerender=False)
 
     # ==========================================================================================================
     # shutdown
