@@ -308,6 +308,7 @@ def test_layout_and_last_session_are_remembered(qtbot, tmp_path, ui_session) -> 
     first.open_session(ui_session.path)
     first.resize(760, 700)  # inside the offscreen platform's 800x800 screen, which clamps restored geometry
     first.splitter.setSizes([450, 200])
+    first.offset_box.setValue(-120)
     size, sizes = (first.width(), first.height()), first.splitter.sizes()
     first.close()
     second = MainWindow(QSettings(str(tmp_path / "remember.ini"), QSettings.Format.IniFormat), prefer_audio=False)
@@ -318,6 +319,7 @@ def test_layout_and_last_session_are_remembered(qtbot, tmp_path, ui_session) -> 
         qtbot.waitUntil(lambda: sum(second.splitter.sizes()) == sum(sizes), timeout=10_000)
         assert second.splitter.sizes() == sizes
         assert second.settings.value("lastSession") == str(ui_session.path.resolve())
+        assert second.offset_box.value() == -120
         assert [a.text() for a in second.recent_menu.actions()] == [str(ui_session.path.resolve())]
     finally:
         second.close()

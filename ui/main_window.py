@@ -254,6 +254,9 @@ class MainWindow(SessionFilesMixin, QMainWindow):
         self.addToolBar(Qt.ToolBarArea.TopToolBarArea, toolbar)
 
         self.prerender_action.setChecked(self.settings.value("prerender", False, type=bool))
+        # The A/V offset calibrates this machine's audio path (Bluetooth, HDMI), not a session: remember it.
+        self.offset_box.setValue(self.settings.value("avOffsetMs", 0.0, type=float))
+        self.offset_box.valueChanged.connect(lambda value: self.settings.setValue("avOffsetMs", value))
 
     def _restore_layout(self) -> None:
         geometry = self.settings.value("window/geometry")
