@@ -436,3 +436,36 @@ def test_save_on_the_shipped_demo_asks_where_instead_of_overwriting_it(qtbot, wi
     assert [lane.scale for lane in load_session(target).lanes] == [1.0, 5.0]
     window.save_current_session()  # now the session is the user's copy: saved in place, no question
     assert asked == ["save as"]
+
+
+def test_an_error_raised_on_every_tick_opens_one_dialog_not_a_cascade(caplog) -> None:
+    """The dialog runs its own event loop, in which the same bug raises again: that must log, not nest dialogs."""
+    from ui.app import install_excepthook
+
+    dialogs: list[str] = []
+
+    def raise_now(text: str) -> None:
+        try:
+            raise ValueError(text)
+        except ValueError:
+            sys.excepthook(*sys.exc_info())
+
+    def dialog(summary: str, details: str) -> None:
+        dialogs.append(summary)
+        if "tick failed" in summary:
+            raise_now("tick failed")  # the same bug, again, while its dialog is open
+
+    previous = sys.excepthook
+    install_excepthook(dialog=dialog)
+    try:
+        with caplog.at_level(logging.ERROR):
+            raise_now("tick failed")
+            raise_now("tick failed")  # after the dialog closed: the same error is not shown again
+            raise_now("another bug")
+    finally:
+        sys.excepthook = previous
+    assert dialogs == ["ValueError: tick failed", "ValueError: another bug"]
+    logged = [record.getMessage() for record in caplog.records]
+    # every occurrence is logged: two raised here, and one inside its dialog
+    assert sum("ValueError: tick failed" in text for text in logged) == 3
+    assert sum("ValueError: another bug" in text for text in logged) == 1

@@ -7,31 +7,51 @@ import sys
 import traceback
 from pathlib import Path
 from types import TracebackType
+from typing import Callable
 
 log = logging.getLogger("lipsync-compare")
 
 
-def install_excepthook(show_dialog: bool = True) -> None:
+def install_excepthook(show_dialog: bool = True,
+                       dialog: Callable[[str, str], None] | None = None) -> None:
     """Log any unexpected exception and show it in a dialog with details, instead of letting Qt abort.
 
     PySide6 calls sys.excepthook for exceptions raised in slots; the default hook prints and the app carries on,
     but a person at the window would never see it. The dialog makes the failure visible and reportable.
+
+    Every exception is logged, but one dialog at a time and one per distinct error: a bug in the 10 ms display
+    tick raises on every tick, and the dialog's own event loop keeps ticking, so without that guard dialogs would
+    nest without end. ``dialog(summary, details)`` replaces the message box (tests).
     """
+    shown: set[str] = set()
+    showing = False
+
+    def message_box(summary: str, details: str) -> None:
+        from PySide6.QtWidgets import QApplication, QMessageBox
+
+        if QApplication.instance() is None or QApplication.platformName() in ("offscreen", "minimal"):
+            return
+        box = QMessageBox(QMessageBox.Icon.Critical, "Unexpected error",
+                          f"{summary}\n\nThe window stays open; the details are in the log.")
+        box.setDetailedText(details)
+        box.exec()
 
     def hook(kind: type[BaseException], error: BaseException, tb: TracebackType | None) -> None:
+        nonlocal showing
         details = "".join(traceback.format_exception(kind, error, tb))
         log.error("unexpected error:\n%s", details)
         if kind is KeyboardInterrupt:
             sys.__excepthook__(kind, error, tb)
             return
-        if show_dialog:
-            from PySide6.QtWidgets import QApplication, QMessageBox
-
-            if QApplication.instance() is not None and QApplication.platformName() not in ("offscreen", "minimal"):
-                box = QMessageBox(QMessageBox.Icon.Critical, "Unexpected error",
-                                  f"{kind.__name__}: {error}\n\nThe window stays open; the details are in the log.")
-                box.setDetailedText(details)
-                box.exec()
+        summary = f"{kind.__name__}: {error}"
+        if not show_dialog or showing or summary in shown:
+            return
+        shown.add(summary)
+        showing = True
+        try:
+            (dialog or message_box)(summary, details)
+        finally:
+            showing = False
 
     sys.excepthook = hook
 
