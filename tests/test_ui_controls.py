@@ -237,3 +237,18 @@ def test_prerender_of_a_clip_larger_than_the_cache_still_plays_and_says_why(qtbo
         window.pause()
     finally:
         window.close()
+
+
+def test_stepping_plays_the_audio_heard_with_that_picture_offset_included(qtbot, fake_window) -> None:
+    window = fake_window
+    snippets: list[float] = []
+    real_snippet = window.clock.play_snippet
+    window.clock.play_snippet = lambda start_s, *args: (snippets.append(start_s), real_snippet(start_s, *args))
+    window.seek_frame(20)
+    window.step(1)
+    window.offset_box.setValue(200)  # picture 200 ms behind the sound: frame 22 goes with the audio at 0.88 + 0.2 s
+    window.step(1)
+    window.offset_box.setValue(-500)
+    window.seek_frame(2)
+    window.step(1)  # 0.12 s - 0.5 s is before the clip's start: clamped to 0
+    assert snippets == [pytest.approx(21 / 25), pytest.approx(22 / 25 + 0.2), 0.0]

@@ -604,8 +604,8 @@ class MainWindow(SessionFilesMixin, QMainWindow):
         if self.playing:
             self.pause()
         self.seek_frame(self.current_frame + delta)
-        if self.clock is not None:
-            self.clock.play_snippet(self.current_frame / FPS)
+        if self.clock is not None:  # the audio heard with this picture: the A/V offset applies here too
+            self.clock.play_snippet(max(0.0, self.current_frame / FPS + self.offset_box.value() / 1000.0))
 
     def go_home(self) -> None:
         self.seek_frame(0)
