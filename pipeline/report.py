@@ -242,30 +242,31 @@ def _diagnose(lane: str, comparisons: list[StageComparison]) -> LaneDiagnosis:
 def format_report(report: Report) -> str:
     """A readable plain-text table for the terminal."""
     lines: list[str] = []
+    w = max([24, *(len(lane["name"]) for lane in report.lanes)])  # lane names are free text: size the column to them
     lines.append("Lanes (features after scale)")
-    header = f"  {'lane':<24} {'min':>9} {'max':>9} {'mean':>9} {'std':>9} {'p1':>9} {'p99':>9} {'nan':>5} {'inf':>5}  provenance"
+    header = f"  {'lane':<{w}} {'min':>9} {'max':>9} {'mean':>9} {'std':>9} {'p1':>9} {'p99':>9} {'nan':>5} {'inf':>5}  provenance"
     lines.append(header)
     for lane in report.lanes:
         if lane.get("error"):
-            lines.append(f"  {lane['name']:<24} FAILED: {lane['error']}")
+            lines.append(f"  {lane['name']:<{w}} FAILED: {lane['error']}")
             continue
         f = lane["features"]
         enc = lane["provenance"]["encoder"]
         prov = f"{enc['runtime']} {enc['version']} {enc['provider']} {enc['precision']}".strip()
         lines.append(
-            f"  {lane['name']:<24} {f['min']:>9.4g} {f['max']:>9.4g} {f['mean']:>9.4g} {f['std']:>9.4g} "
+            f"  {lane['name']:<{w}} {f['min']:>9.4g} {f['max']:>9.4g} {f['mean']:>9.4g} {f['std']:>9.4g} "
             f"{f['p1']:>9.4g} {f['p99']:>9.4g} {f['nan']:>5d} {f['inf']:>5d}  {prov}  (scale {lane['scale']:g})"
         )
     if report.comparisons:
         lines.append("")
         lines.append(f"Comparisons with the reference lane {report.reference!r}")
         lines.append(
-            f"  {'lane':<24} {'stage':<9} {'result':<7} {'max abs':>10} {'mean abs':>10} {'cosine':>8} "
+            f"  {'lane':<{w}} {'stage':<9} {'result':<7} {'max abs':>10} {'mean abs':>10} {'cosine':>8} "
             f"{'scale':>10} {'R²':>7}"
         )
         for c in report.comparisons:
             lines.append(
-                f"  {c.lane:<24} {c.stage:<9} {'PASSED' if c.passed else 'FAILED':<7} {c.max_abs:>10.4g} "
+                f"  {c.lane:<{w}} {c.stage:<9} {'PASSED' if c.passed else 'FAILED':<7} {c.max_abs:>10.4g} "
                 f"{c.mean_abs:>10.4g} {c.cosine:>8.4f} {c.scale:>10.4g} {c.r2:>7.4f}"
             )
     if report.diagnosis:
