@@ -199,9 +199,16 @@ def _describe_onnx(path: Path) -> ModelDescription:
     return ModelDescription(
         path, "onnx", [info(v) for v in graph.input if v.name not in initializer_names], [info(v) for v in graph.output],
         _precision_of(float_dtypes), dict(Counter(n.op_type for n in graph.node if n.op_type != "Constant")),
-        int(sum(w.size for w in weights.values() if w.dtype.kind == "f")), layers,
+        int(sum(w.size for name, w in weights.items() if w.dtype.kind == "f" and not _only_resize_arguments(name, consumers))),
+        layers,
         [f"opset {', '.join(str(o.version) for o in model.opset_import)}; producer {model.producer_name or '?'}"],
     )
+
+
+def _only_resize_arguments(name: str, consumers: dict[str, list[Any]]) -> bool:
+    """Resize's scales and roi are float initializers too, but no one would call them parameters."""
+    users = consumers.get(name, [])
+    return bool(users) and all(node.op_type in ("Resize", "Upsample") and name in node.input[1:] for node in users)
 
 
 # --- Core ML ------------------------------------------------------------------------------------------------------
@@ -481,10 +488,34 @@ def _verdict(a: ModelDescription, b: ModelDescription, layers: list[LayerCompari
         verdict = (f"different weights: {len(differing)} of {len(paired)} paired layers differ "
                    f"(cosine < {SAME_COSINE}): {_names([c.a or '' for c in differing])}")
     else:
-        verdict = f"weights agree in direction but differ in scale in {len(paired)} layers"
+        scaled = [c for c in paired if abs((c.scale or 0) - 1) >= SAME_SCALE]
+        verdict = (f"weights agree in direction but differ in scale in {len(scaled)} of {len(paired)} paired layers: "
+                   f"{_names([c.a or '' for c in scaled])}")
     if unpaired:
         verdict += f"; {unpaired} layers could not be paired by shape (different architectures?)"
+    extra_ops = _operation_difference(a, b)
+    if extra_ops:
+        verdict += f"; the graphs differ beyond their weights: {extra_ops}"
     return verdict
+
+
+# Operations that only change how values are stored (fp16 programs cast at their inputs and outputs).
+_STORAGE_OPS = {"cast", "identity", "Cast", "Identity"}
+
+
+def _operation_difference(a: ModelDescription, b: ModelDescription) -> str:
+    """Operations one graph has more of than the other, when both are the same format (op names differ across
+    formats). Identical weights do not make identical models: a Core ML encoder with an extra `mul` (the "x200
+    fix") holds the trained weights yet computes something else."""
+    if a.format != b.format or a.format == "pytorch":
+        return ""
+    parts = []
+    for label, first, second in (("A", a, b), ("B", b, a)):
+        more = {op: n - second.op_counts.get(op, 0) for op, n in first.op_counts.items()
+                if op not in _STORAGE_OPS and n > second.op_counts.get(op, 0)}
+        if more:
+            parts.append(f"{label} has " + ", ".join(f"{op} x{n}" for op, n in sorted(more.items())) + " more")
+    return "; ".join(parts)
 
 
 def _names(names: list[str], limit: int = 6) -> str:

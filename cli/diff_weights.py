@@ -12,6 +12,7 @@ from pathlib import Path
 
 from backends.inspection import WeightDiff, diff_weights
 from cli.common import write_json
+from cli.inspect import fit_name
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -42,7 +43,7 @@ def format_diff(result: WeightDiff) -> str:
              f"  {'#':>3} {'layer in A':28} {'layer in B':28} {'shape':16} {'cosine':>8} {'scale':>8} {'max abs':>9}  flags"]
     for index, c in enumerate(result.layers):
         number = lambda v, f: format(v, f) if v is not None else "-"  # noqa: E731
-        lines.append(f"  {index:>3} {(c.a or '-')[:28]:28} {(c.b or '-')[:28]:28} {'x'.join(map(str, c.shape)):16} "
+        lines.append(f"  {index:>3} {fit_name(c.a or '-', 28):28} {fit_name(c.b or '-', 28):28} {'x'.join(map(str, c.shape)):16} "
                      f"{number(c.cosine, '8.4f'):>8} {number(c.scale, '8.4f'):>8} {number(c.max_abs, '9.2e'):>9}  "
                      f"{'; '.join(c.flags)}")
     lines.append(f"verdict: {result.verdict}")

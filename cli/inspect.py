@@ -36,6 +36,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def fit_name(name: str, width: int) -> str:
+    """A layer name cut to `width` characters in the middle: exporters' names share long prefixes
+    ("/down1/maxpool_conv/...") and differ at the end, so both ends must stay readable."""
+    if len(name) <= width:
+        return name
+    tail = (width - 1) * 2 // 3
+    return name[: width - 1 - tail] + "…" + name[-tail:]
+
+
 def format_description(d: ModelDescription) -> str:
     """Plain text for a terminal: a header, then one line per layer."""
     def tensor(t) -> str:  # noqa: ANN001
@@ -57,6 +66,6 @@ def format_description(d: ModelDescription) -> str:
     for index, layer in enumerate(d.layers):
         s = layer.stats()
         shape = "x".join(str(x) for x in s["shape"]) + (" +bn" if s["batch_norm"] else "")
-        lines.append(f"    {index:>3} {s['name'][:32]:32} {s['kind']:6} {shape:18} {s['dtype']:8} "
+        lines.append(f"    {index:>3} {fit_name(s['name'], 32):32} {s['kind']:6} {shape:18} {s['dtype']:8} "
                      f"{s['min']:9.4f} {s['max']:9.4f} {s['std']:9.4f}  {'; '.join(s['flags'])}")
     return "\n".join(lines)

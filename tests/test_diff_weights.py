@@ -143,3 +143,42 @@ def test_models_without_weight_layers_are_an_input_error(tmp_path) -> None:
     torch.save({"running_mean": torch.zeros(3)}, tmp_path / "stats.pth")
     with pytest.raises(InputError, match="expected convolution or linear layers"):
         diff_weights(tmp_path / "stats.pth", tmp_path / "stats.pth")
+
+
+class _Scaled(nn.Module):
+    """The "x200 fix": the trained encoder with its output multiplied, which the weights alone do not show."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x) * 200.0
+
+
+def test_same_weights_with_an_extra_operation_says_the_graphs_differ(encoder_files, tmp_path) -> None:
+    trained = build_encoder(seed=1)
+    scaled = export_onnx(_Scaled(trained).eval(), "encoder", tmp_path / "scaled.onnx")
+    result = diff_weights(encoder_files["onnx"], scaled)
+    assert result.verdict.startswith("same weights")
+    assert "the graphs differ beyond their weights: B has Mul x1 more" in result.verdict
+    plain = diff_weights(encoder_files["onnx"], encoder_files["onnx"])
+    assert "differ beyond" not in plain.verdict
+    assert "differ beyond" not in diff_weights(encoder_files["coreml_fp16"], encoder_files["coreml"]).verdict  # casts
+
+
+def test_a_layer_scaled_by_two_is_counted_and_named(encoder_files, tmp_path) -> None:
+    """Reference: the ONNX file's own third convolution, its weight and bias multiplied by 2 by hand."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(encoder_files["onnx"]))
+    conv = [node for node in model.graph.node if node.op_type == "Conv"][2]
+    for initializer in model.graph.initializer:
+        if initializer.name in conv.input[1:]:
+            initializer.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(initializer) * 2, initializer.name))
+    onnx.save(model, str(tmp_path / "doubled.onnx"))
+    result = diff_weights(tmp_path / "doubled.onnx", encoder_files["onnx"])
+    assert abs(result.layers[2].scale - 2.0) < 1e-6 and result.layers[2].cosine > 0.99999
+    assert result.verdict.startswith("weights agree in direction but differ in scale in 1 of 13 paired layers")
+    assert result.layers[2].a in result.verdict

@@ -75,6 +75,26 @@ def test_onnx_file_is_described(files) -> None:
     assert len(d.layers) == 13
 
 
+def test_onnx_parameter_count_is_the_layers_weights_not_resize_scales(tmp_path) -> None:
+    """Reference: the torch module's convolutions (ONNX export folds each batch norm into a conv bias)."""
+    from torch import nn
+
+    model = build_generator(160, 0.25, seed=1)
+    d = describe(export_onnx(model, "generator", tmp_path / "unet.onnx"))
+    assert d.op_counts["Resize"] == 4
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert d.parameter_count == sum(m.weight.numel() + m.out_channels for m in convs)
+
+
+def test_long_layer_names_keep_both_ends() -> None:
+    from cli.inspect import fit_name
+
+    name = "/down1/maxpool_conv/maxpool_conv.0/double_conv/double_conv.0/conv/conv.3/Conv"
+    short = fit_name(name, 32)
+    assert len(short) == 32 and short.startswith("/down1/") and short.endswith("conv.3/Conv")
+    assert fit_name("0.conv_block.0", 32) == "0.conv_block.0"
+
+
 def test_generator_pth_is_recognised_with_its_size(tmp_path) -> None:
     path = save_state_dict(build_generator(320, 0.25, seed=1), tmp_path / "unet_328.pth")
     d = describe(path)
