@@ -146,6 +146,9 @@ def export_onnx(model: nn.Module, role: str, path: Path) -> Path:
         names, outputs = ["input", "audio"], ["output"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        # A dynamic batch, as the field's encoder files have: OnnxEncoder then runs a clip in one call, which is the
+        # fair reference for the emulated encoder's timing (a fixed batch of 1 would mean one call per window).
         torch.onnx.export(model.eval(), args, str(path), input_names=names, output_names=outputs, opset_version=17,
-                          dynamo=False, do_constant_folding=True)
+                          dynamo=False, do_constant_folding=True,
+                          dynamic_axes={name: {0: "batch"} for name in [*names, *outputs]})
     return path
