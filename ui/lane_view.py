@@ -61,10 +61,13 @@ class LaneView(QFrame):
         self.shown_index: int | None = None  # frame index of the picture on screen
         self.is_late = False
 
+        # Titles and sources wrap: a long lane name or file name must not set the width of the whole window.
         self.title = QLabel(f"<b>{name}</b>")
         self.title.setTextFormat(Qt.TextFormat.RichText)
+        self.title.setWordWrap(True)
         self.sources = QLabel("")
         self.sources.setStyleSheet("color: #9aa0a6;")
+        self.sources.setWordWrap(True)
         self.provenance = QLabel("")
         self.provenance.setStyleSheet("color: #9aa0a6;")
         self.provenance.setWordWrap(True)

@@ -259,7 +259,7 @@ class FeaturePlots(QWidget):
         self.identity_line.setData([0.0, top], [0.0, top])
         self.scatter.setLabel("left", lane.name)
         self.fit_label.setText(f"frame {row}: slope {self.fit_slope:.4g}  R² {float(result.r2):.3f}  "
-                               f"cos {float(result.cosine):.3f}")
+                               f"cos {float(result.cosine):.3f}   (dashed: equal values)")
 
 
 def _histogram_parts(result: Any) -> tuple[np.ndarray, list[np.ndarray]]:

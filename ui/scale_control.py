@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtWidgets import QDoubleSpinBox, QHBoxLayout, QLabel, QPushButton, QSlider, QWidget
+from PySide6.QtWidgets import QDoubleSpinBox, QHBoxLayout, QLabel, QSlider, QToolButton, QWidget
 
 MIN_SCALE = 0.01
 MAX_SCALE = 1000.0
@@ -59,12 +59,16 @@ class ScaleControl(QWidget):
         self.box.setSuffix(" ×")
         self.box.setKeyboardTracking(False)
         self.box.setToolTip("Feature scale (type a value and press Enter)")
-        self.fit_button = QPushButton("Fit")
+        # Tool buttons, not push buttons: styles give a push button a minimum width of about 80 px, and four lanes
+        # side by side then squeezed the slider to nothing on a 1600 px window.
+        self.fit_button = QToolButton()
+        self.fit_button.setText("Fit")
         self.fit_button.setToolTip("Least-squares scale that makes this lane's features best match the reference lane")
-        self.reset_button = QPushButton("1×")
+        self.reset_button = QToolButton()
+        self.reset_button.setText("1×")
         self.reset_button.setToolTip("Reset the scale to 1")
+        self.slider.setMinimumWidth(60)
         self.r2_label = QLabel("")
-        self.r2_label.setMinimumWidth(70)
 
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
