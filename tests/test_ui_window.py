@@ -377,6 +377,16 @@ def test_a_real_drop_event_on_the_window_opens_the_dropped_file(qtbot, window, u
     assert window.num_frames == expected_frames_for(other)
     wait_shown(qtbot, window, 0)
 
+    link = QMimeData()  # a web link dragged from a browser: refused, nothing changes
+    link.setUrls([QUrl("https://example.com/clip.wav")])
+    enter = QDragEnterEvent(QPoint(200, 200), Qt.DropAction.CopyAction, link, Qt.MouseButton.LeftButton,
+                            Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(window, enter)
+    assert not enter.isAccepted()
+    QApplication.sendEvent(window, QDropEvent(QPointF(200, 200), Qt.DropAction.CopyAction, link,
+                                              Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier))
+    assert window.session.audio == other and window.session.avatar == ui_session.folder / "avatar"
+
 
 def _session_with_lanes(ui_session: UiSession, folder: Path, count: int) -> Path:
     """The test session with ``count`` lanes: the two of the builder, then copies of the reference lane."""

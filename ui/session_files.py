@@ -149,13 +149,15 @@ class SessionFilesMixin:
         self.recent_menu.setEnabled(bool(recent))
 
     def dragEnterEvent(self, event) -> None:  # noqa: N802 (Qt's name)
-        if event.mimeData().hasUrls():
+        # Only files: a link dragged from a browser has no local path (toLocalFile() is "", which is the
+        # current folder as a Path, and would have been opened as an avatar folder).
+        if any(url.isLocalFile() for url in event.mimeData().urls()):
             event.acceptProposedAction()
 
     def dropEvent(self, event) -> None:  # noqa: N802
-        for url in event.mimeData().urls():
-            self.open_dropped(Path(url.toLocalFile()))
-            break
+        local = [url for url in event.mimeData().urls() if url.isLocalFile()]
+        if local:
+            self.open_dropped(Path(local[0].toLocalFile()))
 
     def open_dropped(self, path: Path) -> None:
         """A session opens; an audio file or a folder replaces the session's audio or avatar."""
