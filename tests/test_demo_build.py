@@ -144,11 +144,47 @@ def test_smoke_build_makes_every_file_of_the_bundle(tmp_path: Path) -> None:
     for name in ("AudioEncoder", "AudioEncoder_untrained", "AudioEncoder_scale200", "Generator"):
         assert (models / f"{name}.mlpackage" / "Manifest.json").is_file(), name
     assert manifest["untrained_missing_keys"] == 78  # 13 blocks x (conv w, b, bn w, b, mean, var): nothing loaded
+    assert manifest["training"]["steps"] == 2
     windows = np.zeros((3, 1, 80, 16), np.float32)
     session = ort.InferenceSession(str(models / "audio_encoder.onnx"), providers=["CPUExecutionProvider"])
     assert session.run(None, {session.get_inputs()[0].name: windows})[0].shape == (3, 512)
+    generator = ort.InferenceSession(str(models / "generator.onnx"), providers=["CPUExecutionProvider"])
+    feeds = dict(zip([i.name for i in generator.get_inputs()],
+                     (np.zeros((1, 6, 160, 160), np.float32), np.zeros((1, 32, 16, 16), np.float32))))
+    assert generator.run(None, feeds)[0].shape == (1, 3, 160, 160)
+    _assert_state_dicts_load_strictly(models, manifest["generator_width"])
+    _assert_core_ml_interfaces(models)
     features = np.load(bundle / "aud_ave.npy")
     assert features.shape == (manifest["clip"]["output_frames"], 512)
     assert len(list((bundle / "avatar" / "landmarks").glob("*.lms"))) == len(
         list((bundle / "avatar" / "full_body_img").glob("*.jpg"))
     )
+
+
+def _assert_state_dicts_load_strictly(models: Path, width: float) -> None:
+    import torch
+
+    from backends.torch_models import AudioEncoderAVE, UNetGenerator
+
+    AudioEncoderAVE().load_state_dict(torch.load(models / "audio_visual_encoder.pth"), strict=True)
+    UNetGenerator(size=160, width=width).load_state_dict(torch.load(models / "generator.pth"), strict=True)
+
+
+def _assert_core_ml_interfaces(models: Path) -> None:
+    """Each .mlpackage read back by coremltools: an ML Program with the input names and shapes users' files have."""
+    import coremltools as ct
+
+    expected = {
+        "AudioEncoder": ({"mel_spectrogram": [1, 1, 80, 16]}, [1, 512], "fp32"),
+        "AudioEncoder_untrained": ({"mel_spectrogram": [1, 1, 80, 16]}, [1, 512], "fp32"),
+        "AudioEncoder_scale200": ({"mel_spectrogram": [1, 1, 80, 16]}, [1, 512], "fp32"),
+        "Generator": ({"visual_input": [1, 6, 160, 160], "audio_input": [1, 32, 16, 16]}, [1, 3, 160, 160], "fp16"),
+    }
+    for name, (inputs, output, precision) in expected.items():
+        model = ct.models.MLModel(str(models / f"{name}.mlpackage"), skip_model_load=True)
+        spec = model.get_spec()
+        assert spec.WhichOneof("Type") == "mlProgram", name
+        found = {i.name: list(i.type.multiArrayType.shape) for i in spec.description.input}
+        assert found == inputs, name
+        assert [list(o.type.multiArrayType.shape) for o in spec.description.output] == [output], name
+        assert model.user_defined_metadata["lipsync_compare.precision"] == precision, name
