@@ -254,6 +254,7 @@ def test_untrained_core_ml_encoder_holds_the_random_initial_weights_not_the_trai
     torch.manual_seed(MANIFEST["untrained_seed"])
     fresh = AudioEncoderAVE().state_dict()
     stored = _conv_weights(MODELS / "AudioEncoder_untrained.mlpackage")
+    assert len(stored) == 13  # zip below must not pass on an empty read-back
     for w, e in zip(stored, _folded_conv_weights(fresh)):
         np.testing.assert_allclose(w, e, rtol=1e-5, atol=1e-6)
     trained = _folded_conv_weights(torch.load(MODELS / "audio_visual_encoder.pth", map_location="cpu"))
@@ -290,6 +291,17 @@ def test_untrained_encoder_is_not_a_scaled_copy(demo_samples: np.ndarray, torch_
     residual = ((reference - scale * features) ** 2).sum() / ((reference - reference.mean()) ** 2).sum()
     assert residual > 0.5  # a scaled copy would leave ~0
     assert ((features > 0) != (reference > 0)).mean() > 0.1
+
+
+def test_untrained_core_ml_encoder_runs_like_the_seeded_fresh_torch_encoder(demo_samples: np.ndarray) -> None:
+    """Failure 1 computes exactly what the buggy script's model computed: the seeded random initialisation."""
+    windows = _windows_by_hand(demo_samples)[::8]
+    torch.manual_seed(MANIFEST["untrained_seed"])
+    fresh = AudioEncoderAVE().eval()
+    with torch.no_grad():
+        expected = fresh(torch.from_numpy(windows)).numpy()
+    features = _coreml_encoder("AudioEncoder_untrained").encode(windows)
+    assert np.abs(features - expected).max() <= 1e-5 * max(1.0, float(np.abs(expected).max()))
 
 
 def test_core_ml_fp16_generator_runs_close_to_torch(torch_features: np.ndarray) -> None:
