@@ -5,7 +5,7 @@ tools/demo/measure.py); on a CPU it runs a few steps for the smoke build. The en
 through the generator, exactly as the features flow at inference (16 padded feature rows -> [32, 16, 16]), so a
 wrong encoder (untrained, scaled) visibly breaks the mouth.
 
-    python -m tools.demo.train --data demo_train.npz --out OUTDIR --minutes 6
+    python -m tools.demo.train --data .demo_work/train.npz --out .demo_work/trained --minutes 7
 """
 
 from __future__ import annotations
@@ -124,8 +124,13 @@ def evaluate(encoder, generator_net, data: DemoData, frames: np.ndarray, batch: 
     return {"r_all": pearson(opening, target), "r_per_clip": per_clip}
 
 
+def resolve_device(name: str) -> torch.device:
+    """The torch device for a --device value: cuda when present for "auto", else the CPU; others as given."""
+    return torch.device(name if name != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
 def train(args: argparse.Namespace) -> dict:
-    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(args.device)
     torch.manual_seed(args.seed)
     rng = torch.Generator().manual_seed(args.seed)
     np_rng = np.random.default_rng(args.seed)
@@ -208,7 +213,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", required=True)
     parser.add_argument("--minutes", type=float, default=0.0, help="time budget (0: use --steps only)")
     parser.add_argument("--steps", type=int, default=0, help="step budget (0: use --minutes only)")
-    parser.add_argument("--batch", type=int, default=48)
+    parser.add_argument("--batch", type=int, default=64)  # the shipped bundle's
     parser.add_argument("--width", type=float, default=0.5)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--mouth-weight", type=float, default=4.0)
