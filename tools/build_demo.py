@@ -22,8 +22,6 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
-from tools.demo.dataset import build_training_set  # noqa: E402
-
 WORK = ROOT / ".demo_work"
 BUNDLE = ROOT / "resources" / "demo"
 FULL = {"clips": 84, "val_clips": 6, "templates": 100, "minutes": 7.0, "steps": 0, "batch": 64, "eval_frames": 3000}
@@ -32,6 +30,8 @@ WIDTH = 0.5  # 3.09 M parameters, about 15 ms per frame with 2 threads on a 2-co
 
 
 def run_prepare(work: Path, sizes: dict) -> dict:
+    from tools.demo.dataset import build_training_set  # here, so the train stage needs only torch and numpy
+
     work.mkdir(parents=True, exist_ok=True)
     return build_training_set(work / "train.npz", sizes["clips"], sizes["val_clips"], sizes["templates"])
 
