@@ -80,7 +80,11 @@ class _EmulatedRunner:
         options.log_severity_level = 3
         if threads:
             options.intra_op_num_threads = int(threads)
-        self.session = ort.InferenceSession(self.translated.onnx_bytes, options, providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(self.translated.onnx_bytes, options, providers=["CPUExecutionProvider"])
+        except Exception as error:  # a translation onnxruntime rejects: the user's model is not at fault, say so
+            raise InputError(f"Core ML model {path.name}: its emulation (the program translated to ONNX) could not be "
+                             f"loaded by onnxruntime; please report it with the model: {error}") from error
         self.ort_version = ort.__version__
         batch = None if self.translated.batchable else 1
         self.inputs = [TensorInfo(n, (batch, *s[1:])) for n, s in self.translated.inputs.items()]

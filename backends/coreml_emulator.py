@@ -527,7 +527,10 @@ def _mil_reduce(onnx_op: str):
         axes = _axes(t, op)
         if 0 in axes:
             t.batchable = False
-        return t.g.node(onnx_op, [t.tensor(op, "x")], axes=axes, keepdims=int(bool(t.value(op, "keep_dims", False))))
+        keepdims = int(bool(t.value(op, "keep_dims", False)))
+        if onnx_op == "ReduceSum":  # since opset 13 ReduceSum takes its axes as an input, not an attribute
+            return t.g.node(onnx_op, [t.tensor(op, "x"), t.g.const(np.asarray(axes, np.int64), "axes")], keepdims=keepdims)
+        return t.g.node(onnx_op, [t.tensor(op, "x")], axes=axes, keepdims=keepdims)
 
     return handler
 

@@ -326,3 +326,41 @@ def test_other_common_operations_match_torch(tmp_path) -> None:
     ops = {"batch_norm", "upsample_bilinear", "pad", "max_pool", "avg_pool", "linear", "slice_by_index", "clip"}
     assert ops <= set(translated.op_counts)
     assert _max_abs(result, torch_forward(model, x)) <= 1e-4
+
+
+class _Reductions(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(2)
+        self.conv = nn.Conv2d(1, 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        return torch.cat([y.sum(dim=(2, 3)), y.mean(dim=(2, 3)), y.amax(dim=(2, 3))], 1)
+
+
+def test_reductions_match_torch(tmp_path) -> None:
+    """reduce_sum takes its axes as an input in ONNX opset 13+, unlike reduce_mean and reduce_max at opset 17."""
+    model = _Reductions().eval()
+    path = convert(model, "encoder", tmp_path / "reductions.mlpackage", "fp32")
+    import onnxruntime as ort
+
+    from backends.coreml_emulator import translate
+
+    translated = translate(path)  # run the graph itself: its output [1, 12] is not an encoder's [1, 512]
+    assert {"reduce_sum", "reduce_mean", "reduce_max"} <= set(translated.op_counts)
+    session = ort.InferenceSession(translated.onnx_bytes, providers=["CPUExecutionProvider"])
+    x = encoder_inputs(2)[:1]
+    assert _max_abs(session.run(None, {"mel_spectrogram": x})[0], torch_forward(model, x)) <= 1e-4
+
+
+def test_a_translation_onnxruntime_rejects_is_an_input_error(coreml_cache, monkeypatch) -> None:
+    import dataclasses
+
+    import backends.coreml_backend as coreml_backend
+
+    path, _ = cached_model(coreml_cache, "encoder", "fp32")
+    real = coreml_backend.translate(path)
+    monkeypatch.setattr(coreml_backend, "translate", lambda *_: dataclasses.replace(real, onnx_bytes=b"not onnx"))
+    with pytest.raises(InputError, match="could not be loaded by onnxruntime"):
+        CoreMLEncoder(path, mode="emulated")
