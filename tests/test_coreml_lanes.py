@@ -60,3 +60,37 @@ def test_coreml_and_torch_lanes_draw_the_same_mouth(lanes) -> None:
     assert np.max(np.abs(a - b)) <= 1e-4
     frame = lanes["coreml"].frame(3)
     assert frame.image.shape == (240, 320, 3) and frame.image.dtype == np.uint8
+
+
+def test_a_session_file_opens_coreml_and_torch_lanes_with_their_options(lanes, tmp_path_factory) -> None:
+    """Through the session file and open_lanes, as the window and `report` do: the Core ML lane's options (emulated,
+    fp16 compute) reach its backend, the PyTorch lane ignores them, and both compute from their own files."""
+    import soundfile
+
+    from pipeline.lane import open_lanes
+    from pipeline.session import load_session
+
+    folder = tmp_path_factory.mktemp("session")
+    coreml, torch_lane = lanes["coreml"], lanes["torch"]
+    soundfile.write(folder / "speech.wav", coreml.audio.samples, 16000, subtype="FLOAT")
+    session_path = folder / "session.toml"
+    session_path.write_text(
+        'audio = "speech.wav"\n'
+        '[[lanes]]\nname = "core ml"\n'
+        f'encoder = "{coreml.spec.encoder.as_posix()}"\ngenerator = "{coreml.spec.generator.as_posix()}"\n'
+        '[lanes.options]\nmode = "emulated"\nprecision = "fp16"\ncompute_unit = "all"\n'
+        '[[lanes]]\nname = "torch"\n'
+        f'encoder = "{torch_lane.spec.encoder.as_posix()}"\ngenerator = "{torch_lane.spec.generator.as_posix()}"\n'
+        '[lanes.options]\nthreads = 1\n'
+    )
+    opened = open_lanes(load_session(session_path))
+    assert [type(lane).__name__ for lane in opened] == ["Lane", "Lane"], [getattr(l, "error", "") for l in opened]
+    emulated, pytorch = opened
+    assert emulated.encoder_provenance.runtime == "coreml-emulated"
+    assert emulated.encoder_provenance.precision == "fp32 (emulated as fp16)"
+    assert emulated.encoder_provenance.details["compute_unit"].startswith("all")
+    assert pytorch.generator_provenance.runtime == "torch"
+    direct = torch_forward(lanes["encoder_model"], pytorch.windows())
+    assert np.max(np.abs(pytorch.raw_features()[1:-1] - direct)) <= 1e-5
+    fp16_error = np.max(np.abs(emulated.raw_features()[1:-1] - direct))
+    assert 0.0 < fp16_error <= 2e-2 * float(np.abs(direct).max())
