@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PySide6.QtCore import QSettings, Qt
+from PySide6.QtWidgets import QApplication
 
 from pipeline.audio import load_audio
 from pipeline.avatar import Avatar
@@ -81,6 +82,26 @@ def test_opening_a_session_shows_every_lane_with_its_sources_and_provenance(qtbo
     # the pixels on screen are what a fresh Lane renders for frame 0
     expected = fresh_lane(ui_session, "check", ui_session.encoder).frame(0, 1.0).image
     np.testing.assert_array_equal(reference.view.image.shown, bgr_to_display(expected))
+
+
+def test_opening_names_each_lane_as_it_loads_and_hides_the_progress_after(qtbot, tmp_path, ui_session) -> None:
+    from ui.main_window import MainWindow
+
+    window = MainWindow(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat), prefer_audio=False)
+    qtbot.addWidget(window)
+    window.show()
+    messages: list[str] = []
+    window.statusBar().messageChanged.connect(messages.append)
+    try:
+        assert window.open_session(ui_session.path)
+        opening = [m for m in messages if m.startswith("Opening session.toml")]
+        assert opening[1:] == ["Opening session.toml: lane 1 of 2, reference…",
+                               "Opening session.toml: lane 2 of 2, tiny features…"]
+        assert not window.progress.isVisible() and window.statusBar().currentMessage() == ""
+        assert not window.open_session(ui_session.folder / "missing.toml")
+        assert not window.progress.isVisible() and QApplication.overrideCursor() is None
+    finally:
+        window.close()
 
 
 def test_reference_features_reach_the_plots(qtbot, window, ui_session) -> None:

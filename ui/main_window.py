@@ -273,39 +273,53 @@ class MainWindow(SessionFilesMixin, QMainWindow):
     # content
     # ==========================================================================================================
     def open_session(self, path: str | Path) -> bool:
-        """Load a session file and open its lanes; a broken session shows a message and changes nothing."""
+        """Load a session file and open its lanes; a broken session shows a message and changes nothing.
+
+        Models load on this thread (seconds each for Core ML): the status bar names the lane being opened and a
+        progress bar counts the lanes, painted between lanes while user input waits.
+        """
+        from pipeline.audio import load_audio
+        from pipeline.avatar import Avatar
         from pipeline.errors import InputError
-        from pipeline.lane import FailedLane, open_lanes
+        from pipeline.lane import open_lanes
         from pipeline.session import load_session
 
         path = Path(path)
-        # Loading models takes seconds and runs on this thread: say what is happening before the window stalls.
-        self.statusBar().showMessage(f"Opening {path.name}: loading its audio, avatar and models…")
-        # Paint the window and this message before the stall (at start-up nothing has been painted yet); user
-        # input waits, so no second open can start while this one runs.
-        QApplication.processEvents(QEventLoop.ProcessEventsFlag.ExcludeUserInputEvents)
+        self._show_opening(f"Opening {path.name}: reading the session, its audio and avatar…", 0, 1)
         QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
         try:
             session = load_session(path, check_files=False)
             # Only the lanes the window shows are opened; the rest are kept so saving never drops them.
-            shown = dataclasses.replace(session, lanes=list(session.lanes[:MAX_LANES]))
-            lanes = open_lanes(shown)
+            specs = list(session.lanes[:MAX_LANES])
+            audio = load_audio(session.audio)
+            avatar = Avatar.open(session.avatar) if session.avatar is not None else None
+            lanes = []
+            for number, spec in enumerate(specs):
+                self._show_opening(f"Opening {path.name}: lane {number + 1} of {len(specs)}, {spec.name}…",
+                                   number, len(specs))
+                lanes += open_lanes(dataclasses.replace(session, lanes=[spec]), audio, avatar)
         except InputError as error:
-            QApplication.restoreOverrideCursor()
             self._complain(f"Cannot open {path.name}", str(error))
             return False
-        QApplication.restoreOverrideCursor()
+        finally:  # also on an unexpected error, or the cursor would stay busy for good
+            QApplication.restoreOverrideCursor()
+            self.progress.setVisible(False)
         self.statusBar().clearMessage()
-        samples = next((l.audio.samples for l in lanes if not isinstance(l, FailedLane)), None)
-        if samples is None:
-            from pipeline.audio import load_audio
-
-            samples = load_audio(session.audio).samples
         reference = session.reference_index if session.reference_index < MAX_LANES else 0
-        self.set_content(samples, lanes, reference_index=reference, session=session,
+        self.set_content(audio.samples, lanes, reference_index=reference, session=session,
                          hidden_specs=session.lanes[MAX_LANES:])
         self._remember_recent(path)
         return True
+
+    def _show_opening(self, message: str, done: int, total: int) -> None:
+        """Say what is loading and paint it now (at start-up nothing has been painted yet); user input waits,
+        so no second open can start while this one runs."""
+        self.statusBar().showMessage(message)
+        self.progress.setFormat("opening lanes %v / %m")
+        self.progress.setRange(0, total)
+        self.progress.setValue(done)
+        self.progress.setVisible(True)
+        QApplication.processEvents(QEventLoop.ProcessEventsFlag.ExcludeUserInputEvents)
 
     def set_content(self, samples: np.ndarray, lanes: list[Any], reference_index: int = 0,
                     session: Any | None = None, hidden_specs: list[Any] | tuple[Any, ...] = ()) -> None:
@@ -764,6 +778,7 @@ class MainWindow(SessionFilesMixin, QMainWindow):
         total = max(1, sum(len(r) for r in rows))
         done = sum(int(r.sum()) for r in rows)
         self.progress.setVisible(True)
+        self.progress.setRange(0, 100)
         self.progress.setFormat("pre-rendering %p%")
         self.progress.setValue(int(100 * done / total))
         if done >= total or not rows:
