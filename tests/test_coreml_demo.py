@@ -27,6 +27,13 @@ def test_diff_weights_tells_the_correct_encoder_from_the_untrained_one() -> None
     assert [c.a for c in bad.layers][:2] == ["0.conv_block.0", "1.conv_block.0"]  # rows name the layers
 
 
+def test_diff_weights_says_the_x200_encoder_holds_the_same_weights_but_another_graph() -> None:
+    """The quick fix of the original port: trained weights (from the same export) and one extra multiplication."""
+    result = diff_weights(MODELS / "AudioEncoder.mlpackage", MODELS / "AudioEncoder_scale200.mlpackage")
+    assert result.verdict.startswith("same weights")
+    assert "B has mul x1 more" in result.verdict
+
+
 def test_emulated_demo_encoder_matches_onnx() -> None:
     windows = encoder_inputs(40)
     reference = OnnxEncoder(MODELS / "audio_encoder.onnx").encode(windows)
