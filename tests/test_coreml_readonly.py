@@ -33,6 +33,10 @@ def test_opening_and_running_a_package_leaves_every_file_untouched(tmp_path):
     del encoder
     assert out.shape == (2, 512)
     assert _snapshot(package) == before
+    from backends.inspection import describe  # inspect and diff-weights read packages too
+
+    assert len(describe(package).layers) == 13
+    assert _snapshot(package) == before
 
 
 def test_a_package_without_a_manifest_or_with_a_bad_one_is_an_input_error(tmp_path):
