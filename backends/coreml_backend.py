@@ -75,6 +75,7 @@ class _EmulatedRunner:
     def __init__(self, path: Path, precision: str, threads: int | None) -> None:
         import onnxruntime as ort
 
+        self.label = path.name
         self.translated: TranslatedModel = translate(path, precision)
         options = ort.SessionOptions()
         options.log_severity_level = 3
@@ -94,7 +95,11 @@ class _EmulatedRunner:
         self.max_batch = None if self.translated.batchable else 1
 
     def run(self, output: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        return self.session.run([output], feeds)[0]
+        try:
+            return self.session.run([output], feeds)[0]
+        except Exception as error:  # onnxruntime's own error types: a lane shows it instead of crashing
+            shapes = ", ".join(f"{k}:{list(v.shape)}" for k, v in feeds.items())
+            raise InputError(f"Core ML model {self.label}: the emulation failed on inputs {shapes}: {error}") from error
 
 
 class _NativeRunner:

@@ -364,3 +364,16 @@ def test_a_translation_onnxruntime_rejects_is_an_input_error(coreml_cache, monke
     monkeypatch.setattr(coreml_backend, "translate", lambda *_: dataclasses.replace(real, onnx_bytes=b"not onnx"))
     with pytest.raises(InputError, match="could not be loaded by onnxruntime"):
         CoreMLEncoder(path, mode="emulated")
+
+
+def test_an_emulation_failing_at_run_time_is_an_input_error(coreml_cache) -> None:
+    path, _ = cached_model(coreml_cache, "encoder", "fp32")
+    encoder = CoreMLEncoder(path, mode="emulated")
+
+    class FailingSession:
+        def run(self, *_args):
+            raise RuntimeError("[ONNXRuntimeError] : 2 : INVALID_ARGUMENT")
+
+    encoder.runner.session = FailingSession()
+    with pytest.raises(InputError, match=r"emulation failed on inputs mel_spectrogram:\[2, 1, 80, 16\]"):
+        encoder.encode(encoder_inputs(2))
