@@ -62,10 +62,10 @@ def format_description(d: ModelDescription) -> str:
     ]
     lines += [f"  note        {n}" for n in d.notes]
     lines.append(f"  layers ({len(d.layers)}):")
-    lines.append(f"    {'#':>3} {'name':32} {'kind':6} {'shape':18} {'dtype':8} {'min':>9} {'max':>9} {'std':>9}  flags")
+    lines.append(f"    {'#':>3} {'name':40} {'kind':6} {'shape':18} {'dtype':8} {'min':>9} {'max':>9} {'std':>9}  flags")
     for index, layer in enumerate(d.layers):
         s = layer.stats()
         shape = "x".join(str(x) for x in s["shape"]) + (" +bn" if s["batch_norm"] else "")
-        lines.append(f"    {index:>3} {fit_name(s['name'], 32):32} {s['kind']:6} {shape:18} {s['dtype']:8} "
+        lines.append(f"    {index:>3} {fit_name(s['name'], 40):40} {s['kind']:6} {shape:18} {s['dtype']:8} "
                      f"{s['min']:9.4f} {s['max']:9.4f} {s['std']:9.4f}  {'; '.join(s['flags'])}")
     return "\n".join(lines)
