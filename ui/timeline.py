@@ -40,6 +40,10 @@ class Timeline(pg.PlotWidget):
         self.setMenuEnabled(False)
         self.getAxis("left").hide()
         self.setLabel("bottom", "frame (25 fps)")
+        # Frames are plain counts: no "(x0.001)" prefix, and no negative frames on the empty timeline before a
+        # session is open.
+        self.getAxis("bottom").enableAutoSIPrefix(False)
+        self.setXRange(0, 100, padding=0.01)
         self.setFixedHeight(120)
         self.num_frames = 0
         self._lane_count = 0
