@@ -220,6 +220,10 @@ def test_a_broken_model_shows_its_reason_in_its_lane_and_the_rest_keeps_working(
     window.seek_frame(9)
     qtbot.waitUntil(lambda: lane_by_name(window, "reference").view.shown_index == 9, timeout=WAIT_MS)
     assert window.plots.range_plots[1].y_range is None  # no features to plot for the broken lane
+    # a fit against the broken lane cannot ever work: it says why instead of "still being computed"
+    window.set_reference(broken.lane_id)
+    assert window.fit_lane(lane_by_name(window, "reference").lane_id) is None
+    assert "tiny features has no features" in window.last_complaint and "broken.onnx" in window.last_complaint
 
 
 def test_wipe_and_difference_between_two_lanes(qtbot, window) -> None:

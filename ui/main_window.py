@@ -536,7 +536,13 @@ class MainWindow(SessionFilesMixin, QMainWindow):
             return None
         mine, theirs = slot.scaled_features(), reference.scaled_features()
         if mine is None or theirs is None:
-            self.statusBar().showMessage("Fit needs both lanes' features; they are still being computed.", 4000)
+            broken = next((s for s in (reference, slot) if s.raw_features is None and s.failure
+                           and not s.features_only), None)
+            if broken is not None:  # its features will never come: say so instead of "still being computed"
+                self._complain("Cannot fit", f"lane {broken.spec.name} has no features (it failed: {broken.failure}); "
+                                             "pick another reference in a lane's ⋯ menu")
+            else:
+                self.statusBar().showMessage("Fit needs both lanes' features; they are still being computed.", 4000)
             return None
         if mine.shape != theirs.shape:
             self._complain("Cannot fit", f"feature shapes differ: this lane {list(mine.shape)}, "
