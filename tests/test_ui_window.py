@@ -378,6 +378,12 @@ def test_a_broken_generator_keeps_the_lanes_features_in_the_plots(qtbot, window,
     window.seek_frame(6)
     wait_shown(qtbot, window, 6)  # the reference lane keeps rendering
     assert broken.view.error_text is not None and broken.view.shown_index is None
+    # its scale still moves its plots, and Fit still finds the 100x its encoder lacks
+    assert broken.view.scale_control.isEnabled() and broken.view.scale_control.fit_button.isEnabled()
+    window.set_lane_scale(broken.lane_id, 10.0)
+    assert window.plots.range_plots[1].y_range[1] == pytest.approx(top * 10.0, rel=1e-4)
+    assert window.fit_lane(broken.lane_id) == pytest.approx(1.0 / TINY_FEATURE_SCALE, rel=1e-3)
+    assert broken.view.error_text is not None and broken.view.shown_index is None  # still no picture
 
 
 def test_a_real_drop_event_on_the_window_opens_the_dropped_file(qtbot, window, ui_session, tmp_path) -> None:

@@ -382,6 +382,8 @@ class MainWindow(SessionFilesMixin, QMainWindow):
         view.makeReferenceRequested.connect(lambda s=slot: self.set_reference(s.lane_id))
         if failure:
             view.show_error(failure)
+            # Its features are plotted, so its scale (and Fit) still mean something: they move its plots.
+            view.scale_control.setEnabled(slot.features_only)
         self.slots.append(slot)
         return slot
 
@@ -425,7 +427,8 @@ class MainWindow(SessionFilesMixin, QMainWindow):
             slot.view.left_button.setEnabled(index > 0)
             slot.view.right_button.setEnabled(index < len(self.slots) - 1)
             slot.view.remove_button.setEnabled(len(self.slots) > 1)
-            slot.view.scale_control.fit_button.setEnabled(slot.lane_id != self.reference_id and slot.failure is None)
+            slot.view.scale_control.fit_button.setEnabled(slot.lane_id != self.reference_id
+                                                          and (slot.failure is None or slot.features_only))
             self._describe(slot)
         if self.slots and self.reference_id not in {s.lane_id for s in self.slots}:
             self.reference_id = self.slots[0].lane_id
