@@ -510,3 +510,22 @@ def test_an_error_raised_on_every_tick_opens_one_dialog_not_a_cascade(caplog) ->
     # every occurrence is logged: two raised here, and one inside its dialog
     assert sum("ValueError: tick failed" in text for text in logged) == 3
     assert sum("ValueError: another bug" in text for text in logged) == 1
+
+
+def test_dropping_a_model_or_an_mlpackage_manifest_adds_a_lane_with_it(qtbot, window, ui_session) -> None:
+    from ui.session_files import model_path
+
+    demo_package = Path(__file__).resolve().parents[1] / "resources" / "demo" / "models" / "AudioEncoder.mlpackage"
+    # A file dialog cannot choose a folder-shaped .mlpackage, so it offers the package's Manifest.json instead.
+    assert model_path(demo_package / "Manifest.json") == demo_package
+    assert model_path(ui_session.encoder) == ui_session.encoder
+    before = len(window.slots)
+    window.open_dropped(ui_session.encoder)
+    assert len(window.slots) == before + 1
+    added = window.slots[-1]
+    assert added.spec.encoder == ui_session.encoder and added.spec.generator == ui_session.generator
+    if demo_package.exists():
+        window.open_dropped(demo_package / "Manifest.json")
+        assert len(window.slots) == before + 2
+        assert window.slots[-1].spec.encoder == demo_package
+        assert type(window.slots[-1].lane).__name__ == "Lane"  # it opened: not a FailedLane, not an avatar folder

@@ -465,7 +465,8 @@ class MainWindow(SessionFilesMixin, QMainWindow):
         if donor is None:
             return FailedLane(spec, "no working lane to borrow the audio and avatar from; open a session first")
         try:
-            return Lane(spec, donor.audio, donor.avatar, pad_mode=getattr(donor, "pad_mode", "constant"))
+            return Lane(spec, donor.audio, donor.avatar, pad_mode=getattr(donor, "pad_mode", "constant"),
+                        shared_mels=getattr(donor, "_shared_mels", None))
         except InputError as error:
             return FailedLane(spec, str(error))
 

@@ -18,7 +18,18 @@ from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox
 log = logging.getLogger(__name__)
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif"}
+ENCODER_SUFFIXES = {".onnx", ".mlpackage", ".mlmodel", ".pth", ".pt", ".npy", ".npz", ".bin"}
 MAX_RECENT = 8
+# An .mlpackage is a folder, so file dialogs open it instead of choosing it: they offer its Manifest.json instead.
+MODEL_FILTER = "Models and dumps (*.onnx *.mlmodel *.pth *.pt *.npy *.npz *.bin Manifest.json);;All files (*)"
+
+
+def model_path(chosen: str | Path) -> Path:
+    """The model a dialog choice means: X.mlpackage/Manifest.json stands for the package X.mlpackage."""
+    chosen = Path(chosen)
+    if chosen.name == "Manifest.json" and chosen.parent.suffix.lower() == ".mlpackage":
+        return chosen.parent
+    return chosen
 
 
 class SessionFilesMixin:
@@ -41,10 +52,13 @@ class SessionFilesMixin:
             self.replace_session_input("avatar", Path(path))
 
     def choose_new_lane(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Encoder model or feature dump for the new lane", self._last_dir(),
-                                              "Encoders (*.onnx *.mlpackage *.mlmodel *.pth *.pt *.npy *.npz *.bin)")
-        if not path:
-            return
+        path, _ = QFileDialog.getOpenFileName(self, "Encoder model or feature dump for the new lane (for an "
+                                              ".mlpackage, choose its Manifest.json)", self._last_dir(), MODEL_FILTER)
+        if path:
+            self.add_lane_from(model_path(path))
+
+    def add_lane_from(self, path: Path) -> None:
+        """A new lane with this encoder (or feature dump) and the generator of the first lane that has one."""
         from pipeline.session import LaneSpec
 
         generator = next((s.spec.generator for s in self.slots if s.spec.generator is not None), None)
@@ -55,9 +69,10 @@ class SessionFilesMixin:
         self.add_lane(LaneSpec(name=name, encoder=Path(path), generator=generator))
 
     def choose_replacement(self, lane_id: int, role: str) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, f"Replace the {role}", self._last_dir())
+        path, _ = QFileDialog.getOpenFileName(self, f"Replace the {role} (for an .mlpackage, choose its Manifest.json)",
+                                              self._last_dir(), MODEL_FILTER)
         if path:
-            self.replace_lane_source(lane_id, role, path)
+            self.replace_lane_source(lane_id, role, str(model_path(path)))
 
     def replace_session_input(self, key: str, path: Path) -> None:
         """Reopen the session with another audio file or avatar folder; the lanes and scales stay."""
@@ -160,9 +175,15 @@ class SessionFilesMixin:
             self.open_dropped(Path(local[0].toLocalFile()))
 
     def open_dropped(self, path: Path) -> None:
-        """A session opens; an audio file or a folder replaces the session's audio or avatar."""
+        """A session opens; a model or dump adds a lane; an audio file or a folder replaces the audio or avatar."""
+        path = model_path(path)
         if path.suffix.lower() == ".toml":
             self.open_session(path)
+        elif path.suffix.lower() in ENCODER_SUFFIXES:
+            if self.session is None:
+                self._complain("No session", "Open a session first; then a dropped model adds a lane to it.")
+            else:
+                self.add_lane_from(path)
         elif path.is_dir():
             self.replace_session_input("avatar", path)
         elif path.suffix.lower() in AUDIO_SUFFIXES:
@@ -170,7 +191,8 @@ class SessionFilesMixin:
         else:
             self._complain("Cannot open this file",
                            f"{path.name}: expected a session (.toml), an audio file "
-                           f"({', '.join(sorted(AUDIO_SUFFIXES))}) or an avatar folder")
+                           f"({', '.join(sorted(AUDIO_SUFFIXES))}), a model or dump for a new lane "
+                           f"({', '.join(sorted(ENCODER_SUFFIXES))}) or an avatar folder")
 
     def _complain(self, title: str, message: str) -> None:
         """Input problems go in a message box (not a crash); offscreen tests read last_complaint instead."""
