@@ -11,6 +11,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from pipeline.errors import InputError
+
 FEATURE_WIDTH = 512
 MEL_BANDS = 80
 WINDOW_FRAMES = 16
@@ -51,3 +53,28 @@ class Generator(Protocol):
     size: int  # S: 160 or 320 (or whatever square size the model takes)
 
     def generate(self, image: np.ndarray, audio: np.ndarray) -> np.ndarray: ...
+
+
+def checked_windows(windows: np.ndarray, label: str) -> np.ndarray:
+    """Encoder input as an array, or an InputError naming the model: every backend promises the same contract."""
+    windows = np.asarray(windows)
+    if windows.ndim != 4 or windows.shape[1:] != (1, MEL_BANDS, WINDOW_FRAMES):
+        raise InputError(
+            f"{label}: expected mel windows [B,1,{MEL_BANDS},{WINDOW_FRAMES}], found {list(windows.shape)}"
+        )
+    return windows
+
+
+def checked_generator_inputs(image: np.ndarray, audio: np.ndarray, size: int, label: str) -> tuple[np.ndarray, np.ndarray]:
+    """Generator inputs as arrays of matching batch, or an InputError naming the model and the shapes found."""
+    image, audio = np.asarray(image), np.asarray(audio)
+    if image.ndim != 4 or image.shape[1:] != (6, size, size):
+        raise InputError(f"{label}: expected an image [B,6,{size},{size}], found {list(image.shape)}")
+    if audio.ndim != 4 or audio.shape[1:] != AUDIO_TENSOR_SHAPE:
+        raise InputError(f"{label}: expected audio [B,32,16,16], found {list(audio.shape)}")
+    if len(image) != len(audio):
+        raise InputError(
+            f"{label}: expected as many audio tensors as images, found {len(image)} images and {len(audio)} audio "
+            "tensors"
+        )
+    return image, audio

@@ -23,7 +23,7 @@ import numpy as np
 
 from pipeline.errors import InputError
 
-from .base import AUDIO_TENSOR_SHAPE, FEATURE_WIDTH, MEL_BANDS, WINDOW_FRAMES, Provenance
+from .base import FEATURE_WIDTH, Provenance, checked_generator_inputs, checked_windows
 from .coreml_emulator import PRECISION_MODES, TranslatedModel, _quiet_coremltools, load_spec, translate
 from .shapes import TensorInfo, find_encoder_tensors, find_generator_tensors
 
@@ -199,9 +199,7 @@ class CoreMLEncoder(_CoreMLModel):
         self.provenance = self._provenance({"input": self.tensors.input.name, "output": self.tensors.output.name})
 
     def encode(self, windows: np.ndarray) -> np.ndarray:
-        windows = np.asarray(windows, dtype=np.float32)
-        if windows.ndim != 4 or windows.shape[1:] != (1, MEL_BANDS, WINDOW_FRAMES):
-            raise InputError(f"{self.label}: expected mel windows [B,1,{MEL_BANDS},{WINDOW_FRAMES}], found {list(windows.shape)}")
+        windows = np.asarray(checked_windows(windows, self.label), dtype=np.float32)
         parts = []
         for start, stop in self._batches(len(windows), ENCODER_BATCH):
             result = self.runner.run(self.tensors.output.name, {self.tensors.input.name: windows[start:stop]})
@@ -226,13 +224,9 @@ class CoreMLGenerator(_CoreMLModel):
                                             "audio_input": self.tensors.audio.name, "output": self.tensors.output.name})
 
     def generate(self, image: np.ndarray, audio: np.ndarray) -> np.ndarray:
-        image = np.asarray(image, dtype=np.float32)
-        audio = np.asarray(audio, dtype=np.float32)
         size = self.size
-        if image.ndim != 4 or image.shape[1:] != (6, size, size):
-            raise InputError(f"{self.label}: expected an image input [B,6,{size},{size}], found {list(image.shape)}")
-        if audio.shape != (len(image), *AUDIO_TENSOR_SHAPE):
-            raise InputError(f"{self.label}: expected an audio input [{len(image)},32,16,16], found {list(audio.shape)}")
+        image, audio = checked_generator_inputs(image, audio, size, self.label)
+        image, audio = image.astype(np.float32, copy=False), audio.astype(np.float32, copy=False)
         parts = []
         for start, stop in self._batches(len(image), GENERATOR_BATCH):
             feeds = {self.tensors.image.name: image[start:stop], self.tensors.audio.name: audio[start:stop]}

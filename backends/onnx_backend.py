@@ -14,7 +14,7 @@ import numpy as np
 
 from pipeline.errors import InputError
 
-from .base import AUDIO_TENSOR_SHAPE, FEATURE_WIDTH, MEL_BANDS, WINDOW_FRAMES, Provenance
+from .base import FEATURE_WIDTH, Provenance, checked_generator_inputs, checked_windows
 from .shapes import (
     EncoderTensors,
     GeneratorTensors,
@@ -242,10 +242,7 @@ class OnnxEncoder:
 
     def encode(self, windows: np.ndarray) -> np.ndarray:
         """Encode every window; batched when the model's batch is dynamic, one run per window when it is 1."""
-        windows = np.asarray(windows)
-        expected = (MEL_BANDS, WINDOW_FRAMES)
-        if windows.ndim != 4 or windows.shape[1] != 1 or windows.shape[2:] != expected:
-            raise InputError(f"{self._model.label}: expected mel windows [B,1,80,16], found {list(windows.shape)}")
+        windows = checked_windows(windows, self._model.label)
         if len(windows) == 0:
             return np.zeros((0, FEATURE_WIDTH), np.float32)
         feed = {self.tensors.input.name: np.ascontiguousarray(windows, dtype=self._input_dtype)}
@@ -295,15 +292,8 @@ class OnnxGenerator:
 
     def generate(self, image: np.ndarray, audio: np.ndarray) -> np.ndarray:
         """Draw the mouth for every (image, audio) pair; output is float32 in the model's [0,1] range."""
-        image, audio = np.asarray(image), np.asarray(audio)
         s = self.size
-        if image.ndim != 4 or image.shape[1:] != (6, s, s):
-            raise InputError(f"{self._model.label}: expected an image [B,6,{s},{s}], found {list(image.shape)}")
-        if audio.ndim != 4 or audio.shape[1:] != AUDIO_TENSOR_SHAPE:
-            raise InputError(f"{self._model.label}: expected audio [B,32,16,16], found {list(audio.shape)}")
-        if len(image) != len(audio):
-            raise InputError(f"{self._model.label}: expected as many audio tensors as images, found {len(image)} "
-                             f"images and {len(audio)} audio tensors")
+        image, audio = checked_generator_inputs(image, audio, s, self._model.label)
         if len(image) == 0:
             return np.zeros((0, 3, s, s), np.float32)
         feed = {

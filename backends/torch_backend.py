@@ -15,7 +15,7 @@ import numpy as np
 
 from pipeline.errors import InputError
 
-from .base import AUDIO_TENSOR_SHAPE, FEATURE_WIDTH, MEL_BANDS, WINDOW_FRAMES, Provenance
+from .base import FEATURE_WIDTH, Provenance, checked_generator_inputs, checked_windows
 
 ENCODER_BATCH = 256
 GENERATOR_BATCH = 4
@@ -136,9 +136,7 @@ class TorchEncoder:
 
     def encode(self, windows: np.ndarray) -> np.ndarray:
         torch = _torch()
-        windows = np.asarray(windows, dtype=np.float32)
-        if windows.ndim != 4 or windows.shape[1:] != (1, MEL_BANDS, WINDOW_FRAMES):
-            raise InputError(f"encoder {self.path.name}: expected mel windows [B,1,80,16], found {list(windows.shape)}")
+        windows = np.ascontiguousarray(checked_windows(windows, f"encoder {self.path.name}"), dtype=np.float32)
         parts = []
         with torch.inference_mode():
             for start in range(0, len(windows), ENCODER_BATCH):
@@ -162,13 +160,10 @@ class TorchGenerator:
 
     def generate(self, image: np.ndarray, audio: np.ndarray) -> np.ndarray:
         torch = _torch()
-        image = np.asarray(image, dtype=np.float32)
-        audio = np.asarray(audio, dtype=np.float32)
         s = self.size
-        if image.ndim != 4 or image.shape[1:] != (6, s, s):
-            raise InputError(f"generator {self.path.name}: expected an image input [B,6,{s},{s}], found {list(image.shape)}")
-        if audio.shape != (len(image), *AUDIO_TENSOR_SHAPE):
-            raise InputError(f"generator {self.path.name}: expected an audio input [{len(image)},32,16,16], found {list(audio.shape)}")
+        image, audio = checked_generator_inputs(image, audio, s, f"generator {self.path.name}")
+        image = np.ascontiguousarray(image, dtype=np.float32)
+        audio = np.ascontiguousarray(audio, dtype=np.float32)
         parts = []
         with torch.inference_mode():
             for start in range(0, len(image), GENERATOR_BATCH):

@@ -14,7 +14,6 @@ import pyqtgraph as pg
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QComboBox, QGridLayout, QLabel, QVBoxLayout, QWidget
 
-from ui.timeline import LANE_COLOURS
 
 HISTOGRAM_BINS = 48
 FRAME_PLOTS_INTERVAL_MS = 100  # histogram and scatter follow playback at up to 10 Hz: enough to read, cheap to draw
