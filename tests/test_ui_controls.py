@@ -79,8 +79,10 @@ def test_waveform_envelope_is_min_and_max_per_bucket() -> None:
     assert low.tolist() == [-2, -5] and high.tolist() == [3, 7]
 
 
-def test_a_lane_that_cannot_keep_up_shows_its_latest_frame_with_a_marker(qtbot, tmp_path) -> None:
-    """Audio (here the wall clock) keeps going; the slow lane holds its last picture and says it is late."""
+@pytest.fixture
+def stuck_window(qtbot, tmp_path):
+    """A window with one lane that renders frame 0 and then blocks until the test ends: a renderer that cannot keep
+    up with the clock."""
     from ui.main_window import MainWindow, frame_count_for
 
     release = threading.Event()
@@ -96,19 +98,25 @@ def test_a_lane_that_cannot_keep_up_shows_its_latest_frame_with_a_marker(qtbot, 
     window = MainWindow(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat), prefer_audio=False)
     qtbot.addWidget(window)
     window.show()
+    window.set_content(samples, [StuckLane("slow", frames)])
     try:
-        window.set_content(samples, [StuckLane("slow", frames)])
-        view = window.slots[0].view
-        qtbot.waitUntil(lambda: view.shown_index == 0, timeout=30_000)
-        window.play()
-        qtbot.waitUntil(lambda: window.current_frame >= 5, timeout=30_000)
-        assert window.playing  # the clock did not wait for the renderer
-        assert view.is_late and view.late_marker.isVisibleTo(view)
-        assert encoded_frame_index(view.image.shown[..., ::-1]) == 0  # still the latest rendered frame
-        window.pause()
+        yield window, frames
     finally:
         release.set()
         window.close()
+
+
+def test_a_lane_that_cannot_keep_up_shows_its_latest_frame_with_a_marker(qtbot, stuck_window) -> None:
+    """Audio (here the wall clock) keeps going; the slow lane holds its last picture and says it is late."""
+    window, _ = stuck_window
+    view = window.slots[0].view
+    qtbot.waitUntil(lambda: view.shown_index == 0, timeout=30_000)
+    window.play()
+    qtbot.waitUntil(lambda: window.current_frame >= 5, timeout=30_000)
+    assert window.playing  # the clock did not wait for the renderer
+    assert view.is_late and view.late_marker.isVisibleTo(view)
+    assert encoded_frame_index(view.image.shown[..., ::-1]) == 0  # still the latest rendered frame
+    window.pause()
 
 
 @pytest.fixture
@@ -152,43 +160,25 @@ def test_av_offset_delays_the_picture(qtbot, fake_window) -> None:
     assert window.clock.position_s() * 25 - window.current_frame >= 4.5
 
 
-def test_a_frame_that_arrives_after_its_time_still_replaces_an_older_picture(qtbot, tmp_path) -> None:
+def test_a_frame_that_arrives_after_its_time_still_replaces_an_older_picture(qtbot, stuck_window) -> None:
     """While playing behind the playhead, the lane shows the newest frame it has (marked late), not the last
     frame that happened to arrive on time."""
-    from ui.main_window import MainWindow, frame_count_for
     from ui.render_worker import FrameReady
 
-    release = threading.Event()
-
-    class StuckLane(FakeLane):
-        def frame(self, index, scale):
-            if index > 0:
-                release.wait(60)
-            return super().frame(index, scale)
-
-    samples = np.zeros(16000 * 4, np.float32)
-    frames = frame_count_for(samples)
-    window = MainWindow(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat), prefer_audio=False)
-    qtbot.addWidget(window)
-    window.show()
-    try:
-        window.set_content(samples, [StuckLane("slow", frames)])
-        slot = window.slots[0]
-        qtbot.waitUntil(lambda: slot.view.shown_index == 0, timeout=30_000)
-        window.play()
-        qtbot.waitUntil(lambda: window.current_frame >= 8, timeout=30_000)
-        reference = FakeLane("slow", frames)
-        late_index = window.current_frame - 3  # no event processing below, so the playhead stays put
-        window._on_worker_result(FrameReady(slot.lane_id, 1.0, late_index, reference.frame(late_index, 1.0), 0))
-        assert slot.view.shown_index == late_index and slot.view.is_late
-        assert encoded_frame_index(slot.view.image.shown[..., ::-1]) == late_index
-        older = late_index - 2  # older than what is on screen: ignored
-        window._on_worker_result(FrameReady(slot.lane_id, 1.0, older, reference.frame(older, 1.0), 0))
-        assert encoded_frame_index(slot.view.image.shown[..., ::-1]) == late_index
-        window.pause()
-    finally:
-        release.set()
-        window.close()
+    window, frames = stuck_window
+    slot = window.slots[0]
+    qtbot.waitUntil(lambda: slot.view.shown_index == 0, timeout=30_000)
+    window.play()
+    qtbot.waitUntil(lambda: window.current_frame >= 8, timeout=30_000)
+    reference = FakeLane("slow", frames)
+    late_index = window.current_frame - 3  # no event processing below, so the playhead stays put
+    window._on_worker_result(FrameReady(slot.lane_id, 1.0, late_index, reference.frame(late_index, 1.0), 0))
+    assert slot.view.shown_index == late_index and slot.view.is_late
+    assert encoded_frame_index(slot.view.image.shown[..., ::-1]) == late_index
+    older = late_index - 2  # older than what is on screen: ignored
+    window._on_worker_result(FrameReady(slot.lane_id, 1.0, older, reference.frame(older, 1.0), 0))
+    assert encoded_frame_index(slot.view.image.shown[..., ::-1]) == late_index
+    window.pause()
 
 
 def test_timeline_rows_of_rendered_frames_read_top_down_in_lane_order(qtbot) -> None:
