@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import tempfile
@@ -11,6 +12,12 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import InputError
+
+
+def add_json_output(parser: argparse.ArgumentParser, what: str) -> None:
+    """The --json OUT.json / --force pair every reporting subcommand offers, worded the same everywhere."""
+    parser.add_argument("--json", type=Path, metavar="OUT.json", help=f"also write the {what} as JSON")
+    parser.add_argument("--force", action="store_true", help="replace OUT.json if it exists")
 
 
 def write_atomically(path: Path, write: "callable[[Path], None]", force: bool) -> None:

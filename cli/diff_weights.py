@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 
 from backends.inspection import WeightDiff, diff_weights
-from cli.common import write_json
+from cli.common import add_json_output, write_json
 from cli.inspect import fit_name
 
 
@@ -24,8 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("a", type=Path, metavar="A")
     p.add_argument("b", type=Path, metavar="B")
-    p.add_argument("--json", type=Path, metavar="OUT.json", help="also write the comparison as JSON")
-    p.add_argument("--force", action="store_true", help="replace OUT.json if it exists")
+    add_json_output(p, "comparison")
     p.set_defaults(func=run)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from backends.inspection import ModelDescription, describe
 from backends.shapes import format_dim
-from cli.common import write_json
+from cli.common import add_json_output, write_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,8 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "weight statistics per layer; --json writes the same as JSON.",
     )
     p.add_argument("model", type=Path, metavar="MODEL")
-    p.add_argument("--json", type=Path, metavar="OUT.json", help="also write the description as JSON")
-    p.add_argument("--force", action="store_true", help="replace OUT.json if it exists")
+    add_json_output(p, "description")
     p.set_defaults(func=run)
 
 

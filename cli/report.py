@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from cli.common import write_json
+from cli.common import add_json_output, write_json
 from pipeline.errors import InputError
 from pipeline.lane import Lane, open_lanes, parse_frame_range
 from pipeline.report import build_report, format_report
@@ -21,10 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "otherwise) at the mel, feature and generator-output stages, and say where they first diverge.",
     )
     p.add_argument("session", nargs="?", type=Path, help="session .toml (default: the demo)")
-    p.add_argument("--json", type=Path, metavar="OUT.json", help="also write the report as JSON")
+    add_json_output(p, "report")
     p.add_argument("--frames", metavar="A:B", help="output frames to compare the generators on (default: 12 spread "
                    "over the clip)")
-    p.add_argument("--force", action="store_true", help="replace OUT.json if it exists")
     p.set_defaults(func=run)
 
 

@@ -16,7 +16,7 @@ import numpy as np
 from backends.base import Encoder, Generator, Provenance
 from backends.dumps import OutputDump
 from pipeline.audio import Audio, load_audio
-from pipeline.avatar import Avatar, paste_back, ping_pong_index, prepare_input
+from pipeline.avatar import Avatar, GeneratorInput, paste_back, ping_pong_index, prepare_input
 from pipeline.errors import InputError
 from pipeline.features import audio_tensors, pad_features
 from pipeline.mel import melspectrogram
@@ -71,7 +71,7 @@ class Lane:
         self._windows: np.ndarray | None = None
         self._raw_features: np.ndarray | None = None
         self._scaled: tuple[float, np.ndarray] | None = None
-        self._inputs: dict[int, object] = {}
+        self._inputs: dict[tuple[int, int], GeneratorInput] = {}  # (template index, size)
         # Lanes of one session share the audio, so the computed mel is shared too (keyed by padding mode).
         self._shared_mels = shared_mels if shared_mels is not None else {}
         # A lane without an encoder can still produce the mel, windows and generator inputs (the dump command).
@@ -199,19 +199,19 @@ class Lane:
         """Which template frame output frame i is drawn on (ping-pong order)."""
         return int(ping_pong_index(i, self._require_avatar().num_templates))
 
-    def generator_input(self, i: int, size: int | None = None):
+    def generator_input(self, i: int, size: int | None = None) -> GeneratorInput:
         """The prepared 6-channel input (and resized crop) for output frame i; cached per template frame."""
         avatar = self._require_avatar()
         size = self.image_size if size is None else size
         k = self.template_index(i)
         with self._lock:
             key = (k, size)
-            prepared = self._inputs.get(key)  # type: ignore[call-overload]
+            prepared = self._inputs.get(key)
             if prepared is None:
                 prepared = prepare_input(avatar.frame(k), avatar.crop_box(k), size)
                 if len(self._inputs) > 512:
                     self._inputs.clear()
-                self._inputs[key] = prepared  # type: ignore[index]
+                self._inputs[key] = prepared
             return prepared
 
     def raw_output(self, i: int, scale: float | None = None) -> np.ndarray:
@@ -235,21 +235,21 @@ class Lane:
         avatar = self._require_avatar()
         k = self.template_index(i)
         if self.shows_dumped_frames:
-            return self._dumped_frame(i, avatar, k)
+            return self._dumped_frame(i, avatar, k, self.generator)  # type: ignore[arg-type]
         out = self.raw_output(i, scale)
         prepared = self.generator_input(i)
         image = paste_back(avatar.frame(k), avatar.crop_box(k), prepared.resized_crop, out)
         crop = (np.clip(np.nan_to_num(out, nan=0.0), 0.0, 1.0) * 255.0).astype(np.uint8).transpose(1, 2, 0)
         return RenderedFrame(image=image, crop=np.ascontiguousarray(crop), template_index=k)
 
-    def _dumped_frame(self, i: int, avatar: Avatar, k: int) -> RenderedFrame:
+    def _dumped_frame(self, i: int, avatar: Avatar, k: int, dump: OutputDump) -> RenderedFrame:
         """A final frame from a dump, shown as it is; its 'crop' is the crop box's region of that frame."""
         self._check_frame(i)
-        image = np.asarray(self.generator.item(i))  # type: ignore[union-attr]
+        image = np.asarray(dump.item(i))
         template = avatar.frame(k)
         if image.shape != template.shape:
             raise InputError(
-                f"lane {self.name!r}: {self.generator.path.name} frame {i} is {list(image.shape)}, "  # type: ignore[union-attr]
+                f"lane {self.name!r}: {dump.path.name} frame {i} is {list(image.shape)}, "
                 f"expected the template frame size {list(template.shape)}"
             )
         y0, y1, x0, x1 = avatar.crop_box(k).region(*template.shape[:2])

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from backends.torch_models import AudioEncoderAVE, UNetGenerator
+from tests.builders.onnx_models import generator_inputs_like, mel_windows_like
 
 
 def randomize(model: nn.Module, seed: int, gain: float = 1.0) -> nn.Module:
@@ -66,16 +67,12 @@ def build_generator(size: int, width: float, seed: int | None = 2) -> UNetGenera
 
 def encoder_inputs(count: int, seed: int = 5) -> np.ndarray:
     """Mel windows in the normalised range [-4, 4], as the pipeline feeds them."""
-    rng = np.random.default_rng(seed)
-    return rng.uniform(-4.0, 4.0, size=(count, 1, 80, 16)).astype(np.float32)
+    return mel_windows_like(count, seed)
 
 
 def generator_inputs(count: int, size: int, seed: int = 6) -> tuple[np.ndarray, np.ndarray]:
     """Images in [0, 1] and audio tensors shaped like encoder features (non-negative, a few units)."""
-    rng = np.random.default_rng(seed)
-    image = rng.uniform(0.0, 1.0, size=(count, 6, size, size)).astype(np.float32)
-    audio = rng.uniform(0.0, 3.0, size=(count, 32, 16, 16)).astype(np.float32)
-    return image, audio
+    return generator_inputs_like(count, size, seed, audio_high=3.0)
 
 
 def torch_forward(model: nn.Module, *inputs: np.ndarray) -> np.ndarray:

@@ -300,9 +300,11 @@ def mel_windows_like(count: int, seed: int = 2) -> np.ndarray:
     return rng.uniform(-4.0, 4.0, size=(count, 1, 80, 16)).astype(np.float32)
 
 
-def generator_inputs_like(count: int, size: int, seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
-    """Random image [count,6,S,S] in [0,1] and audio [count,32,16,16] in the features' range [0, 10]."""
+def generator_inputs_like(
+    count: int, size: int, seed: int = 3, audio_high: float = 10.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Random image [count,6,S,S] in [0,1] and audio [count,32,16,16] in the features' range [0, audio_high]."""
     rng = np.random.default_rng(seed)
     image = rng.uniform(0.0, 1.0, size=(count, 6, size, size)).astype(np.float32)
-    audio = rng.uniform(0.0, 10.0, size=(count, 32, 16, 16)).astype(np.float32)
+    audio = rng.uniform(0.0, audio_high, size=(count, 32, 16, 16)).astype(np.float32)
     return image, audio
