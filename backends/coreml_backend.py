@@ -21,9 +21,10 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from pipeline.errors import InputError
+from core.errors import InputError
 
-from .base import FEATURE_WIDTH, Provenance, checked_generator_inputs, checked_windows
+from core.constants import FEATURE_WIDTH
+from core.interfaces import Provenance, checked_generator_inputs, checked_windows
 from .coreml_emulator import PRECISION_MODES, TranslatedModel, _quiet_coremltools, load_spec, translate
 from .shapes import TensorInfo, find_encoder_tensors, find_generator_tensors
 

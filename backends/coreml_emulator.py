@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.errors import InputError
+from core.errors import InputError
 
 OPSET = 17
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.errors import InputError
+from core.errors import InputError
 
 from .shapes import TensorInfo
 

@@ -12,9 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.errors import InputError
+from core.errors import InputError
 
-from .base import FEATURE_WIDTH, Provenance, checked_generator_inputs, checked_windows
+from core.constants import FEATURE_WIDTH
+from core.interfaces import Provenance, checked_generator_inputs, checked_windows
 from .shapes import (
     EncoderTensors,
     GeneratorTensors,

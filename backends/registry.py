@@ -18,10 +18,10 @@ import importlib
 from pathlib import Path
 from typing import Any, Mapping
 
-from pipeline.errors import InputError
+from core.errors import InputError
 
-from .base import Encoder, Generator
-from .dumps import DUMP_SUFFIXES, FeatureDump, OutputDump
+from core.filekinds import file_kind
+from core.interfaces import Encoder, Generator
 
 # Core ML: mode is "auto" (native on macOS, emulated elsewhere), "native" or "emulated"; precision is "as_stored",
 # "fp32" or "fp16". PyTorch generators: size and width override what the checkpoint's shapes imply.
@@ -42,25 +42,6 @@ LAZY_BACKENDS = {
     "coreml": ("backends.coreml_backend", "Core ML", "CoreMLEncoder", "CoreMLGenerator"),
     "torch": ("backends.torch_backend", "PyTorch", "TorchEncoder", "TorchGenerator"),
 }
-MODEL_SUFFIXES = {".onnx": "onnx", ".mlpackage": "coreml", ".mlmodel": "coreml", ".pth": "torch", ".pt": "torch"}
-
-
-def file_kind(path: str | Path, role: str) -> str:
-    """'onnx', 'coreml', 'torch' or 'dump' for an existing path; anything else is an InputError."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if not path.exists():
-        raise InputError(f"{role} not found: {path}")
-    if path.is_dir() and suffix != ".mlpackage":
-        raise InputError(f"{role} {path}: expected a model file or an .mlpackage folder, found a directory")
-    if suffix in MODEL_SUFFIXES:
-        return MODEL_SUFFIXES[suffix]
-    if suffix in DUMP_SUFFIXES:
-        return "dump"
-    accepted = ", ".join([*MODEL_SUFFIXES, *DUMP_SUFFIXES]) if role == "encoder" else ", ".join(MODEL_SUFFIXES)
-    raise InputError(f"{role} {path}: expected one of {accepted}, found {suffix or 'a file without a suffix'}")
-
-
 def _check_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
     options = dict(options or {})
     unknown = sorted(set(options) - set(KNOWN_OPTIONS))
@@ -89,13 +70,17 @@ def _lazy_class(kind: str, role: str) -> Any:
     return cls
 
 
-def open_encoder(path: str | Path, options: Mapping[str, Any] | None = None, *,
-                 num_windows: int | None = None) -> Encoder | FeatureDump:
-    """An Encoder for a model file, or a FeatureDump for .npy/.npz/.bin (padded using num_windows when known)."""
-    options = _check_options(options)
-    kind = file_kind(path, "encoder")
+def _model_kind(path: str | Path, role: str) -> str:
+    kind = file_kind(path, role)
     if kind == "dump":
-        return FeatureDump(path, num_windows=num_windows)
+        raise InputError(f"{role} {path}: expected a model file, found a dump (the pipeline reads dumps itself)")
+    return kind
+
+
+def open_encoder(path: str | Path, options: Mapping[str, Any] | None = None) -> Encoder:
+    """An Encoder for an .onnx, .mlpackage/.mlmodel or .pth/.pt file."""
+    options = _check_options(options)
+    kind = _model_kind(path, "encoder")
     if kind == "onnx":
         from .onnx_backend import OnnxEncoder
 
@@ -103,14 +88,22 @@ def open_encoder(path: str | Path, options: Mapping[str, Any] | None = None, *,
     return _lazy_class(kind, "encoder")(path, **_picked(options, ENCODER_OPTIONS[kind]))
 
 
-def open_generator(path: str | Path, options: Mapping[str, Any] | None = None) -> Generator | OutputDump:
-    """A Generator for an .onnx, .mlpackage/.mlmodel or .pth/.pt file, or an OutputDump for a port's .npy/.npz."""
+def open_generator(path: str | Path, options: Mapping[str, Any] | None = None) -> Generator:
+    """A Generator for an .onnx, .mlpackage/.mlmodel or .pth/.pt file."""
     options = _check_options(options)
-    kind = file_kind(path, "generator")
-    if kind == "dump":
-        return OutputDump(path)
+    kind = _model_kind(path, "generator")
     if kind == "onnx":
         from .onnx_backend import OnnxGenerator
 
         return OnnxGenerator(path, **_picked(options, GENERATOR_OPTIONS["onnx"]))
     return _lazy_class(kind, "generator")(path, **_picked(options, GENERATOR_OPTIONS[kind]))
+
+
+class _Registry:
+    """The ModelOpener the pipeline is handed: these module functions, as one object."""
+
+    open_encoder = staticmethod(open_encoder)
+    open_generator = staticmethod(open_generator)
+
+
+MODELS = _Registry()

@@ -15,9 +15,9 @@ import itertools
 from dataclasses import dataclass
 from typing import Sequence
 
-from pipeline.errors import InputError
+from core.errors import InputError
 
-from .base import AUDIO_TENSOR_SHAPE, FEATURE_WIDTH, MEL_BANDS, WINDOW_FRAMES
+from core.constants import AUDIO_TENSOR_SHAPE, FEATURE_WIDTH, MEL_BANDS, WINDOW_FRAMES
 
 Dim = int | str | None
 # Pattern entries: an int must match, "S" must be the same square size everywhere, None is the batch (anything).

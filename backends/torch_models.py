@@ -94,7 +94,7 @@ def load_encoder_state(model: AudioEncoderAVE, state_dict: Mapping[str, torch.Te
     prefix they did not have and loaded with strict=False kept random weights), so any missing or unexpected key
     is an error that names the keys.
     """
-    from pipeline.errors import InputError
+    from core.errors import InputError
 
     if any(key.startswith(ENCODER_PREFIX) for key in state_dict):
         state_dict = {

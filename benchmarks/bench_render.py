@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale-changes", type=int, default=5)
     args = parser.parse_args(argv)
 
+    from backends.registry import MODELS
     from pipeline.lane import FailedLane, open_lanes
     from pipeline.session import load_session
     from ui.frame_cache import FrameCache
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 
     path, label = _session_path(args.session)
     session = load_session(path, check_files=False)
-    lanes = [lane for lane in open_lanes(session) if not isinstance(lane, FailedLane)]
+    lanes = [lane for lane in open_lanes(session, models=MODELS) if not isinstance(lane, FailedLane)]
     if not lanes:
         print("bench_render: no lane of this session opens", file=sys.stderr)
         return 2

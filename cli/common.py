@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.errors import InputError
+from core.errors import InputError
 
 
 def add_json_output(parser: argparse.ArgumentParser, what: str) -> None:

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
+from backends.registry import MODELS
 from cli.common import write_npy
 from pipeline.audio import load_audio
 from pipeline.avatar import Avatar
-from pipeline.errors import InputError
+from core.errors import InputError
 from pipeline.lane import Lane, parse_frame_range
 from pipeline.session import LaneSpec
 
@@ -79,7 +80,7 @@ def _compute(stage: str, args: argparse.Namespace, audio, avatar, options: dict)
         mel=args.mel,
         options=options,
     )
-    lane = Lane(spec, audio, avatar, pad_mode=args.pad_mode)
+    lane = Lane(spec, audio, avatar, pad_mode=args.pad_mode, models=MODELS)
     if stage == "mel":
         return lane.mel()
     if stage == "windows":

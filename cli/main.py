@@ -12,7 +12,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from pipeline.errors import InputError
+from core.errors import InputError
 
 # Each module defines register(subparsers) and run(args) -> int. Missing modules are skipped so a partial install
 # (for example without the Core ML tools) still runs the rest.

@@ -6,8 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from backends.registry import MODELS
 from cli.common import add_json_output, write_json
-from pipeline.errors import InputError
+from core.errors import InputError
 from pipeline.lane import Lane, open_lanes, parse_frame_range
 from pipeline.report import build_report, format_report
 from pipeline.session import demo_session_path, load_session
@@ -30,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     session_path = args.session or demo_session_path()
     session = load_session(session_path)
-    lanes = open_lanes(session)
+    lanes = open_lanes(session, models=MODELS)
     reference = lanes[session.reference_index]
     frames = None
     if args.frames is not None:

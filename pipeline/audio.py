@@ -15,11 +15,11 @@ import numpy as np
 import soundfile
 import soxr
 
-from pipeline.errors import InputError
+from core.errors import InputError
 
-SAMPLE_RATE = 16000
-MIN_MEL_FRAMES = 16
-HOP_LENGTH = 200
+from core.constants import HOP_LENGTH, SAMPLE_RATE, WINDOW_FRAMES
+
+MIN_MEL_FRAMES = WINDOW_FRAMES
 # T = 1 + len // 200 >= 16 mel frames (one encoder window) needs len >= 15 * 200 samples.
 MIN_SAMPLES = (MIN_MEL_FRAMES - 1) * HOP_LENGTH
 RESAMPLE_QUALITY = "HQ"

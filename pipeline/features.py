@@ -10,11 +10,9 @@ import warnings
 
 import numpy as np
 
-from pipeline.errors import InputError
+from core.errors import InputError
 
-FEATURE_WIDTH = 512
-CONTEXT_ROWS = 8  # rows [i - 8, i + 8) around output frame i
-AUDIO_TENSOR_SHAPE = (32, 16, 16)
+from core.constants import AUDIO_TENSOR_SHAPE, CONTEXT_ROWS, FEATURE_WIDTH  # noqa: F401 (re-exported)
 
 
 class NonFiniteFeaturesWarning(UserWarning):

@@ -10,14 +10,16 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from backends.base import Encoder, Generator, Provenance
-from backends.dumps import OutputDump
+from core.filekinds import file_kind
+from core.interfaces import Encoder, Generator, ModelOpener, Provenance
+from pipeline.dumps import FeatureDump, OutputDump, load_mel_dump
 from pipeline.audio import Audio, load_audio
 from pipeline.avatar import Avatar, GeneratorInput, paste_back, ping_pong_index, prepare_input
-from pipeline.errors import InputError
+from core.errors import InputError
 from pipeline.features import audio_tensors, pad_features
 from pipeline.mel import melspectrogram
 from pipeline.session import LaneSpec, Session
@@ -59,9 +61,8 @@ class Lane:
         avatar: Avatar | None = None,
         pad_mode: str = "constant",
         shared_mels: dict[str, np.ndarray] | None = None,
+        models: ModelOpener | None = None,
     ) -> None:
-        from backends.registry import open_encoder, open_generator
-
         self.spec = spec
         self.audio = audio
         self.avatar = avatar
@@ -75,11 +76,18 @@ class Lane:
         # Lanes of one session share the audio, so the computed mel is shared too (keyed by padding mode).
         self._shared_mels = shared_mels if shared_mels is not None else {}
         # A lane without an encoder can still produce the mel, windows and generator inputs (the dump command).
-        self.encoder = open_encoder(spec.encoder, dict(spec.options)) if spec.encoder is not None else None
+        self.encoder: Encoder | FeatureDump | None = (
+            open_encoder_source(spec.encoder, spec.options, models) if spec.encoder is not None else None
+        )
         # A generator may also be an OutputDump: another program's raw outputs or final frames for every frame.
         self.generator: Generator | OutputDump | None = (
-            open_generator(spec.generator, dict(spec.options)) if spec.generator is not None else None
+            open_generator_source(spec.generator, spec.options, models) if spec.generator is not None else None
         )
+
+    @property
+    def shared_mels(self) -> dict[str, np.ndarray]:
+        """The mel cache this lane shares with the other lanes of its session (hand it to lanes added later)."""
+        return self._shared_mels
 
     # -- identity ---------------------------------------------------------------------------------------------
     @property
@@ -100,8 +108,6 @@ class Lane:
         with self._lock:
             if self._mel is None:
                 if self.spec.mel is not None:
-                    from backends.dumps import load_mel_dump
-
                     self._mel = load_mel_dump(self.spec.mel)
                 else:
                     mel = self._shared_mels.get(self.pad_mode)
@@ -140,8 +146,6 @@ class Lane:
                 else:
                     # A feature dump: reopen it knowing N, so a [N, 512] dump is padded and any other row count is
                     # reported against this audio's expectation.
-                    from backends.dumps import FeatureDump
-
                     self.encoder = FeatureDump(encoder.path, num_windows=self.num_windows)
                     self._raw_features = self.encoder.features
                 self._raw_features.setflags(write=False)
@@ -260,10 +264,32 @@ class Lane:
             raise InputError(f"lane {self.name!r}: frame {i} is out of range; expected 0..{self.num_frames - 1}")
 
 
-def open_lanes(session: Session, audio: Audio | None = None, avatar: Avatar | None = None) -> list[Lane | FailedLane]:
+def open_encoder_source(path: Path, options: dict[str, Any], models: ModelOpener | None) -> Encoder | FeatureDump:
+    """A feature dump (read here) or a model (opened by ``models``, the backends' registry)."""
+    if file_kind(path, "encoder") == "dump":
+        return FeatureDump(path)
+    return _require_opener(models, path).open_encoder(path, dict(options))
+
+
+def open_generator_source(path: Path, options: dict[str, Any], models: ModelOpener | None) -> Generator | OutputDump:
+    """Another program's outputs or frames (read here) or a model (opened by ``models``)."""
+    if file_kind(path, "generator") == "dump":
+        return OutputDump(path)
+    return _require_opener(models, path).open_generator(path, dict(options))
+
+
+def _require_opener(models: ModelOpener | None, path: Path) -> ModelOpener:
+    if models is None:
+        raise InputError(f"{path}: a model file needs a backend registry, and this lane was opened without one")
+    return models
+
+
+def open_lanes(session: Session, audio: Audio | None = None, avatar: Avatar | None = None,
+               models: ModelOpener | None = None) -> list[Lane | FailedLane]:
     """Open every lane of a session; a lane that fails becomes a FailedLane carrying the reason.
 
-    The audio and avatar are loaded once and shared (a failure there is the session's, so it raises).
+    The audio and avatar are loaded once and shared (a failure there is the session's, so it raises). ``models``
+    opens model files (``backends.registry.MODELS``); without it only dumps can be lanes.
     """
     audio = load_audio(session.audio) if audio is None else audio
     if avatar is None and session.avatar is not None:
@@ -272,7 +298,7 @@ def open_lanes(session: Session, audio: Audio | None = None, avatar: Avatar | No
     shared_mels: dict[str, np.ndarray] = {}
     for spec in session.lanes:
         try:
-            lanes.append(Lane(spec, audio, avatar, pad_mode=session.pad_mode, shared_mels=shared_mels))
+            lanes.append(Lane(spec, audio, avatar, pad_mode=session.pad_mode, shared_mels=shared_mels, models=models))
         except InputError as exc:
             lanes.append(FailedLane(spec, str(exc)))
     return lanes

@@ -14,13 +14,13 @@ from typing import Literal
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from pipeline.errors import InputError
+from core.errors import InputError
 
-SAMPLE_RATE = 16000
+from core.constants import HOP_LENGTH, MEL_BANDS, SAMPLE_RATE
+
 N_FFT = 800
-HOP_LENGTH = 200
 WIN_LENGTH = 800
-N_MELS = 80
+N_MELS = MEL_BANDS
 FMIN = 55.0
 FMAX = 7600.0
 PREEMPHASIS = 0.97

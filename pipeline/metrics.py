@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from pipeline.errors import InputError
+from core.errors import InputError
 
 NAN = float("nan")
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.errors import InputError
+from core.errors import InputError
 from pipeline.lane import FailedLane, Lane
 from pipeline.metrics import compare, stats
 

@@ -33,14 +33,12 @@ from typing import Any
 
 import tomli_w
 
-from pipeline.errors import SessionError
+from core.errors import SessionError
+from core.filekinds import accepted_suffixes, suffix_kind
 
 PAD_MODES = ("constant", "reflect")
 TOP_LEVEL_KEYS = {"audio", "avatar", "pad_mode", "reference", "lanes", "title"}
 LANE_KEYS = {"name", "encoder", "generator", "scale", "mel", "options"}
-FEATURE_DUMP_SUFFIXES = {".npy", ".npz", ".bin"}
-OUTPUT_DUMP_SUFFIXES = {".npy", ".npz"}  # a port's raw generator outputs [F,3,S,S] or final frames [F,H,W,3]
-MODEL_SUFFIXES = {".onnx", ".mlpackage", ".mlmodel", ".pth", ".pt"}
 
 
 @dataclass
@@ -193,10 +191,9 @@ def _lane_from_dict(
     for key, value in (("encoder", encoder), ("generator", generator)):
         if value is None:
             continue
-        allowed = MODEL_SUFFIXES | (FEATURE_DUMP_SUFFIXES if key == "encoder" else OUTPUT_DUMP_SUFFIXES)
-        if value.suffix.lower() not in allowed:
+        if suffix_kind(value, key) is None:
             problems.append(
-                f"{where}.{key} = {raw[key]!r}: expected a file ending in {', '.join(sorted(allowed))}, "
+                f"{where}.{key} = {raw[key]!r}: expected a file ending in {', '.join(accepted_suffixes(key))}, "
                 f"found '{value.suffix or 'no extension'}'"
             )
 

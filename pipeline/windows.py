@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.errors import InputError
+from core.errors import InputError
 
-MEL_FRAMES_PER_SECOND = 80
-VIDEO_FPS = 25
-WINDOW_FRAMES = 16
-MEL_BANDS = 80
+from core.constants import MEL_BANDS, MEL_FRAMES_PER_SECOND, VIDEO_FPS, WINDOW_FRAMES  # noqa: F401 (re-exported)
 
 
 def _require_enough_frames(num_mel_frames: int) -> None:

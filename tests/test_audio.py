@@ -10,7 +10,7 @@ import pytest
 import soundfile
 
 from pipeline.audio import MIN_SAMPLES, SAMPLE_RATE, audio_from_array, load_audio
-from pipeline.errors import InputError
+from core.errors import InputError
 from tests.builders.speech import espeak_available, speak
 
 SENTENCE = "Seven silent swans swam south, singing softly."

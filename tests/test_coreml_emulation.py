@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from backends.coreml_backend import CoreMLEncoder, CoreMLGenerator, open_coreml_encoder, open_coreml_generator
-from pipeline.errors import InputError
+from core.errors import InputError
 from tests.builders.coreml_models import (
     cached_model,
     convert,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from backends.registry import MODELS
 from pipeline.audio import Audio
 from pipeline.avatar import Avatar
 from pipeline.lane import Lane
@@ -31,8 +32,8 @@ def lanes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Lane]:
     samples = (0.3 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 3 * t)) + 0.02 * rng.standard_normal(t.size))
     audio = Audio(samples.astype(np.float32), 16000, 1)
     avatar = Avatar.open(make_dataset(folder / "avatar", frames=4, size=(320, 240)))
-    coreml = Lane(LaneSpec("coreml", encoder_ml, generator_ml), audio, avatar)
-    torch_lane = Lane(LaneSpec("torch", encoder_pth, generator_pth), audio, avatar)
+    coreml = Lane(LaneSpec("coreml", encoder_ml, generator_ml), audio, avatar, models=MODELS)
+    torch_lane = Lane(LaneSpec("torch", encoder_pth, generator_pth), audio, avatar, models=MODELS)
     return {"coreml": coreml, "torch": torch_lane, "encoder_model": encoder_model}  # type: ignore[dict-item]
 
 
@@ -83,7 +84,7 @@ def test_a_session_file_opens_coreml_and_torch_lanes_with_their_options(lanes, t
         f'encoder = "{torch_lane.spec.encoder.as_posix()}"\ngenerator = "{torch_lane.spec.generator.as_posix()}"\n'
         '[lanes.options]\nthreads = 1\n'
     )
-    opened = open_lanes(load_session(session_path))
+    opened = open_lanes(load_session(session_path), models=MODELS)
     assert [type(lane).__name__ for lane in opened] == ["Lane", "Lane"], [getattr(l, "error", "") for l in opened]
     emulated, pytorch = opened
     assert emulated.encoder_provenance.runtime == "coreml-emulated"

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from backends.coreml_backend import CoreMLEncoder
-from pipeline.errors import InputError
+from core.errors import InputError
 
 DEMO_ENCODER = Path(__file__).resolve().parents[1] / "resources" / "demo" / "models" / "AudioEncoder.mlpackage"
 

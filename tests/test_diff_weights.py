@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from backends.inspection import BatchNorm, WeightLayer, diff_weights, looks_default_init, pair_layers
-from pipeline.errors import InputError
+from core.errors import InputError
 from tests.builders.coreml_models import build_encoder, build_generator, cached_model, export_onnx, save_state_dict
 
 ROOT = Path(__file__).resolve().parents[1]

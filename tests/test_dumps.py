@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backends.dumps import FeatureDump, load_feature_dump, load_mel_dump, open_mel_dump
-from pipeline.errors import InputError
+from pipeline.dumps import FeatureDump, load_feature_dump, load_mel_dump, open_mel_dump
+from core.errors import InputError
 
 
 def features_like(rows: int, seed: int = 0) -> np.ndarray:

@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pytest
 
-from pipeline.errors import InputError
+from core.errors import InputError
 from pipeline.features import (
     NonFiniteFeaturesWarning,
     audio_tensor,

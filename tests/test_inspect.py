@@ -15,7 +15,7 @@ import pytest
 
 from backends.inspection import describe
 from cli.inspect import format_description
-from pipeline.errors import InputError
+from core.errors import InputError
 from tests.builders.coreml_models import build_generator, cached_model, export_onnx, save_state_dict
 
 ROOT = Path(__file__).resolve().parents[1]

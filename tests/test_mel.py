@@ -15,7 +15,7 @@ import pytest
 import scipy.signal
 
 from pipeline.audio import audio_from_array, load_audio
-from pipeline.errors import InputError
+from core.errors import InputError
 from pipeline.mel import (
     hann_window,
     hz_to_slaney_mel,

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.errors import InputError
+from core.errors import InputError
 from pipeline.metrics import compare, histogram, per_row_ranges, stats
 
 

@@ -12,11 +12,11 @@ import numpy as np
 import onnx
 import pytest
 
-from backends.base import Encoder, Generator
+from core.interfaces import Encoder, Generator
 from backends.onnx_backend import OnnxEncoder, OnnxGenerator, available_providers, precision_from_kinds, \
     resolve_provider
 from backends.shapes import TensorInfo, find_encoder_tensors, find_generator_tensors, match_score
-from pipeline.errors import InputError
+from core.errors import InputError
 from tests.builders.onnx_models import (
     FIELD_ENCODER_NAMES,
     FIELD_GENERATOR_NAMES,

@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 
 from backends import registry
-from backends.dumps import FeatureDump
+from pipeline.dumps import FeatureDump
 from backends.onnx_backend import OnnxEncoder, OnnxGenerator
-from backends.registry import KNOWN_OPTIONS, open_encoder, open_generator
-from pipeline.errors import InputError
+from backends.registry import KNOWN_OPTIONS, MODELS, open_encoder, open_generator
+from pipeline.lane import open_encoder_source, open_generator_source
+from core.errors import InputError
 from tests.builders.onnx_models import make_encoder, make_generator, mel_windows_like
 
 
@@ -49,11 +50,13 @@ def test_dumps_open_as_feature_dumps(tmp_path: Path, suffix: str) -> None:
         np.savez(path, aud_ave=features)
     else:
         path.write_bytes(features.astype("<f4").tobytes())
-    dump = open_encoder(path, None, num_windows=2)
-    assert isinstance(dump, FeatureDump)
+    assert isinstance(open_encoder_source(path, {}, MODELS), FeatureDump)
+    dump = FeatureDump(path, num_windows=2)
     np.testing.assert_array_equal(dump.features, features)
-    padded = open_encoder(path, {}, num_windows=4)
+    padded = FeatureDump(path, num_windows=4)
     assert padded.features.shape == (6, 512)
+    with pytest.raises(InputError, match="expected a model file, found a dump"):
+        open_encoder(path, {})
 
 
 def test_unknown_options_are_listed_with_the_known_ones(tmp_path: Path) -> None:
@@ -83,16 +86,16 @@ def test_missing_paths_directories_and_unknown_suffixes(tmp_path: Path) -> None:
 def test_a_feature_dump_is_not_a_generator_but_an_output_dump_is(tmp_path: Path) -> None:
     np.save(tmp_path / "f.npy", np.zeros((3, 512), np.float32))
     with pytest.raises(InputError, match=r"expected raw generator outputs \[F,3,S,S\] .* found \[3, 512\]"):
-        open_generator(tmp_path / "f.npy", {})
+        open_generator_source(tmp_path / "f.npy", {}, MODELS)
     np.save(tmp_path / "crops.npy", np.full((4, 3, 160, 160), 0.5, np.float32))
-    dump = open_generator(tmp_path / "crops.npy", {})
+    dump = open_generator_source(tmp_path / "crops.npy", {}, MODELS)
     assert (dump.kind, dump.size, dump.num_frames) == ("outputs", 160, 4)
     np.save(tmp_path / "frames.npy", np.zeros((2, 240, 320, 3), np.uint8))
-    dump = open_generator(tmp_path / "frames.npy", {})
+    dump = open_generator_source(tmp_path / "frames.npy", {}, MODELS)
     assert (dump.kind, dump.size, dump.num_frames) == ("frames", None, 2)
     (tmp_path / "raw.bin").write_bytes(b"\0" * 64)
-    with pytest.raises(InputError, match="expected a .npy or .npz file"):
-        open_generator(tmp_path / "raw.bin", {})
+    with pytest.raises(InputError, match=r"expected one of .*\.npy, \.npz, found \.bin"):
+        open_generator_source(tmp_path / "raw.bin", {}, MODELS)
 
 
 @pytest.mark.parametrize("name,module,label", [

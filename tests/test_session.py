@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import SessionError
+from core.errors import SessionError
 from pipeline.session import LaneSpec, Session, load_session, save_session
 
 

@@ -8,7 +8,7 @@ import torch
 
 from backends import registry
 from backends.torch_backend import TorchEncoder, TorchGenerator, infer_generator_layout, open_torch_generator
-from pipeline.errors import InputError
+from core.errors import InputError
 from tests.builders.coreml_models import (
     build_encoder,
     build_generator,

@@ -16,7 +16,7 @@ from backends.torch_models import (  # noqa: E402
     count_parameters,
     load_encoder_state,
 )
-from pipeline.errors import InputError  # noqa: E402
+from core.errors import InputError  # noqa: E402
 
 
 # ----------------------------------------------------------------------------------------------- encoder (stage 3)

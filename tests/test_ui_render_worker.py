@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from pipeline.errors import InputError
+from core.errors import InputError
 from tests.builders.fake_lanes import FakeLane
 from ui.frame_cache import FrameCache
 from ui.render_worker import FeaturesReady, FrameReady, LaneFailed, LaneJob, RenderWorker, frame_order

@@ -15,6 +15,7 @@ import pytest
 from PySide6.QtCore import QSettings, Qt
 from PySide6.QtWidgets import QApplication
 
+from backends.registry import MODELS
 from pipeline.audio import load_audio
 from pipeline.avatar import Avatar
 from pipeline.features import pad_features
@@ -60,7 +61,8 @@ def expected_features(ui_session: UiSession) -> np.ndarray:
 
 def fresh_lane(ui_session: UiSession, name: str, encoder: Path) -> Lane:
     audio = load_audio(ui_session.folder / "speech.wav")
-    return Lane(LaneSpec(name, encoder, ui_session.generator), audio, Avatar.open(ui_session.folder / "avatar"))
+    return Lane(LaneSpec(name, encoder, ui_session.generator), audio, Avatar.open(ui_session.folder / "avatar"),
+                models=MODELS)
 
 
 def wait_shown(qtbot, window, index: int) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.errors import InputError
+from core.errors import InputError
 from pipeline.mel import melspectrogram
 from pipeline.windows import mel_windows, num_windows, window_starts
 

@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (QApplication, QCheckBox, QComboBox, QDoubleSpinBo
                                QMainWindow, QProgressBar, QSplitter, QStyle, QTabWidget, QToolBar,
                                QVBoxLayout, QWidget)
 
+from backends.registry import MODELS
 from ui.clock import FPS, FallbackWatcher, PlaybackClock, frame_at, open_clock
 from ui.compare_view import CompareView
 from ui.frame_cache import FrameCache
@@ -280,7 +281,7 @@ class MainWindow(SessionFilesMixin, QMainWindow):
         """
         from pipeline.audio import load_audio
         from pipeline.avatar import Avatar
-        from pipeline.errors import InputError
+        from core.errors import InputError
         from pipeline.lane import open_lanes
         from pipeline.session import load_session
 
@@ -297,7 +298,7 @@ class MainWindow(SessionFilesMixin, QMainWindow):
             for number, spec in enumerate(specs):
                 self._show_opening(f"Opening {path.name}: lane {number + 1} of {len(specs)}, {spec.name}…",
                                    number, len(specs))
-                lanes += open_lanes(dataclasses.replace(session, lanes=[spec]), audio, avatar)
+                lanes += open_lanes(dataclasses.replace(session, lanes=[spec]), audio, avatar, models=MODELS)
         except InputError as error:
             self._complain(f"Cannot open {path.name}", str(error))
             return False
@@ -458,21 +459,21 @@ class MainWindow(SessionFilesMixin, QMainWindow):
                      and type(lane).__name__ != "FailedLane"), None)
 
     def _open_lane(self, spec: Any) -> Any:
-        from pipeline.errors import InputError
+        from core.errors import InputError
         from pipeline.lane import FailedLane, Lane
 
         donor = self._donor()
         if donor is None:
             return FailedLane(spec, "no working lane to borrow the audio and avatar from; open a session first")
         try:
-            return Lane(spec, donor.audio, donor.avatar, pad_mode=getattr(donor, "pad_mode", "constant"),
-                        shared_mels=getattr(donor, "_shared_mels", None))
+            return Lane(spec, donor.audio, donor.avatar, pad_mode=donor.pad_mode, shared_mels=donor.shared_mels,
+                        models=MODELS)
         except InputError as error:
             return FailedLane(spec, str(error))
 
     def _encoder_only_lane(self, spec: Any) -> Any | None:
         """For a lane that failed to open: the same lane without its generator, if that opens (features only)."""
-        from pipeline.errors import InputError
+        from core.errors import InputError
         from pipeline.lane import Lane
 
         donor = self._donor()
@@ -480,7 +481,7 @@ class MainWindow(SessionFilesMixin, QMainWindow):
             return None
         try:
             return Lane(dataclasses.replace(spec, generator=None), donor.audio, donor.avatar,
-                        pad_mode=getattr(donor, "pad_mode", "constant"))
+                        pad_mode=donor.pad_mode, shared_mels=donor.shared_mels, models=MODELS)
         except InputError:
             return None  # the encoder is what fails: nothing to plot
 

@@ -13,12 +13,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from backends.registry import MODELS
+from core.filekinds import AUDIO_FORMATS, accepted_suffixes
 from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox
 
 log = logging.getLogger(__name__)
 
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif"}
-ENCODER_SUFFIXES = {".onnx", ".mlpackage", ".mlmodel", ".pth", ".pt", ".npy", ".npz", ".bin"}
+AUDIO_SUFFIXES = set(AUDIO_FORMATS)
+ENCODER_SUFFIXES = set(accepted_suffixes("encoder"))
 MAX_RECENT = 8
 # An .mlpackage is a folder, so file dialogs open it instead of choosing it: they offer its Manifest.json instead.
 MODEL_FILTER = "Models and dumps (*.onnx *.mlmodel *.pth *.pt *.npy *.npz *.bin Manifest.json);;All files (*)"
@@ -79,12 +81,12 @@ class SessionFilesMixin:
         if self.session is None:
             self._complain("No session", "Open a session first; then an audio file or avatar folder can replace its own.")
             return
-        from pipeline.errors import InputError
+        from core.errors import InputError
         from pipeline.lane import open_lanes
 
         session = dataclasses.replace(self.session, **{key: path}, lanes=self._current_specs())
         try:
-            lanes = open_lanes(session)
+            lanes = open_lanes(session, models=MODELS)
         except InputError as error:
             self._complain(f"Cannot open {path.name}", str(error))
             return

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from backends.base import Provenance
+from core.interfaces import Provenance
 
 
 @dataclass

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from backends.registry import MODELS
 from pipeline.lane import Lane, open_lanes
 from pipeline.metrics import compare
 from pipeline.session import load_session
@@ -35,7 +36,7 @@ def measure_bundle(bundle: Path = BUNDLE, frame_stride: int = 1, lanes: list[str
     reference_name = session.lanes[session.reference_index].name
     if lanes is not None:  # open only what is asked for: opening a Core ML lane translates the whole model
         session.lanes = [s for s in session.lanes if s.name in lanes or s.name == reference_name]
-    opened = [lane for lane in open_lanes(session) if isinstance(lane, Lane)]
+    opened = [lane for lane in open_lanes(session, models=MODELS) if isinstance(lane, Lane)]
     by_name = {lane.name: lane for lane in opened}
     reference = by_name[reference_name]
     reference_features = reference.features()
@@ -72,7 +73,7 @@ def measure_bundle(bundle: Path = BUNDLE, frame_stride: int = 1, lanes: list[str
 def onnx_vs_torch(bundle: Path = BUNDLE, frame_stride: int = 1) -> dict:
     """ONNX Runtime against PyTorch (and Core ML emulated against PyTorch) on the demo clip's features and frames."""
     session = load_session(bundle / "variants.toml")
-    lanes = {lane.name: lane for lane in open_lanes(session) if isinstance(lane, Lane)}
+    lanes = {lane.name: lane for lane in open_lanes(session, models=MODELS) if isinstance(lane, Lane)}
     onnx, torch_lane = lanes["ONNX Runtime (reference)"], lanes["PyTorch (.pth)"]
     coreml = lanes["Core ML correct encoder + fp16 generator"]
     frames = range(0, onnx.num_frames, frame_stride)

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import InputError
+from core.errors import InputError
 from pipeline.features import pad_features
 
-from .base import FEATURE_WIDTH, MEL_BANDS, Provenance
+from core.constants import FEATURE_WIDTH, MEL_BANDS
+from core.interfaces import Provenance
 
 FEATURE_KEYS = ("features", "aud", "aud_ave", "arr_0")  # .npz keys that hold features in files seen so far
 MEL_KEYS = ("mel", "mels", "melspectrogram", "arr_0")

@@ -7,16 +7,13 @@ Every backend reports its provenance with every result, because the runtime, its
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from pathlib import Path
+from typing import Any, Mapping, Protocol, runtime_checkable
 
 import numpy as np
 
-from pipeline.errors import InputError
-
-FEATURE_WIDTH = 512
-MEL_BANDS = 80
-WINDOW_FRAMES = 16
-AUDIO_TENSOR_SHAPE = (32, 16, 16)
+from core.constants import AUDIO_TENSOR_SHAPE, FEATURE_WIDTH, MEL_BANDS, WINDOW_FRAMES
+from core.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -78,3 +75,12 @@ def checked_generator_inputs(image: np.ndarray, audio: np.ndarray, size: int, la
             "tensors"
         )
     return image, audio
+
+
+class ModelOpener(Protocol):
+    """Opens model files as backends. The pipeline is handed one (``backends.registry.MODELS``) by whoever builds
+    lanes, so the pipeline never imports a backend and data flows one way: backends -> core <- pipeline."""
+
+    def open_encoder(self, path: str | Path, options: Mapping[str, Any] | None = None) -> Encoder: ...
+
+    def open_generator(self, path: str | Path, options: Mapping[str, Any] | None = None) -> Generator: ...
