@@ -25,13 +25,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline.errors import InputError
+from core.errors import InputError
 
 NUM_LANDMARKS = 110
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 # Margin the reference resizes around the model's square: 328 -> [4:324] for 320, 168 -> [4:164] for 160.
 CROP_MARGIN = 4
-# Width and height handed to cv2.rectangle for the mask; cv2 fills both end points, so it blackens w+1 x h+1 pixels.
+# The reference masks with cv2.rectangle(img, (5, 5, w, h), ...): the (x, y, width, height) form, which fills exactly
+# w x h pixels (x 5..4+w, y 5..4+h). The two-point form would fill one more column and row.
 MASK_ORIGIN = 5
 MASK_EXTENT = {320: (310, 305), 160: (150, 145)}
 # The 320 ("328") model resizes with bicubic; the 160 reference passes its flag where cv2.resize expects `dst`, so
@@ -183,13 +184,14 @@ def _check_frame(frame: np.ndarray) -> np.ndarray:
 
 
 def mask_crop(crop: np.ndarray, size: int) -> np.ndarray:
-    """A copy of the crop with the reference's black rectangle: pixels x in [5, 5+w] and y in [5, 5+h], inclusive.
+    """A copy of the crop with the reference's black rectangle: exactly w x h pixels, x in [5, 5+w) and y in [5, 5+h).
 
-    Inclusive because cv2.rectangle fills both corner points; written as a slice so the extent is visible here.
+    The reference's call is ``cv2.rectangle(img, (5, 5, w, h), (0, 0, 0), -1)`` (a rect, not two corners); written
+    as a slice so the extent is visible here.
     """
     width, height = MASK_EXTENT[_check_size(size)]
     masked = crop.copy()
-    masked[MASK_ORIGIN : MASK_ORIGIN + height + 1, MASK_ORIGIN : MASK_ORIGIN + width + 1] = 0
+    masked[MASK_ORIGIN : MASK_ORIGIN + height, MASK_ORIGIN : MASK_ORIGIN + width] = 0
     return masked
 
 

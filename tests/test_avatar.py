@@ -26,7 +26,7 @@ from pipeline.avatar import (
     prepare_input,
     read_lms,
 )
-from pipeline.errors import InputError
+from core.errors import InputError
 from tests.builders.avatar import crop_rectangle, landmarks_for, make_dataset, write_lms
 
 
@@ -209,18 +209,29 @@ def test_empty_crop_is_an_input_error_not_a_cv2_crash() -> None:
 
 
 @pytest.mark.parametrize("size,w,h", [(320, 310, 305), (160, 150, 145)])
-def test_mask_matches_cv2_rectangle_and_its_inclusive_extents(size: int, w: int, h: int) -> None:
+def test_mask_matches_the_references_rect_form_call_and_hand_extents(size: int, w: int, h: int) -> None:
     crop = np.full((size, size, 3), 200, np.uint8)
-    by_cv2 = crop.copy()
-    cv2.rectangle(by_cv2, (5, 5), (5 + w, 5 + h), (0, 0, 0), -1)
+    by_reference = crop.copy()
+    # The reference's own call: the (x, y, width, height) form, not two corner points.
+    cv2.rectangle(by_reference, (5, 5, w, h), (0, 0, 0), -1)
     masked = mask_crop(crop, size)
-    np.testing.assert_array_equal(masked, by_cv2)
+    np.testing.assert_array_equal(masked, by_reference)
     black = np.all(masked == 0, axis=2)
     ys, xs = np.nonzero(black)
-    # Pinned by hand: cv2 fills both corners, so x in [5, 5+w] and y in [5, 5+h], inclusive.
-    assert (xs.min(), xs.max(), ys.min(), ys.max()) == (5, 5 + w, 5, 5 + h)
-    assert black.sum() == (w + 1) * (h + 1)
+    # Pinned by hand (PIPELINE.md stage 5): x 5..4+w and y 5..4+h inclusive, exactly w x h pixels.
+    assert (xs.min(), xs.max(), ys.min(), ys.max()) == (5, 4 + w, 5, 4 + h)
+    assert black.sum() == w * h
+    # The row and column just outside the rectangle keep the image (the two-point form would blacken them).
+    assert np.all(masked[5 + h, 5 : 5 + w] == 200) and np.all(masked[5 : 5 + h, 5 + w] == 200)
     assert np.all(crop == 200), "mask_crop must not touch its input"
+
+
+def test_mask_differs_from_the_two_point_form_by_one_row_and_column() -> None:
+    crop = np.full((320, 320, 3), 200, np.uint8)
+    two_point = crop.copy()
+    cv2.rectangle(two_point, (5, 5), (315, 310), (0, 0, 0), -1)
+    differs = np.any(mask_crop(crop, 320) != two_point, axis=2)
+    assert differs.sum() == 311 + 306 - 1
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -255,7 +266,7 @@ def test_prepare_input_tensor_layout(size: int) -> None:
     # Channels 3-5: the same crop with the black rectangle, drawn here with cv2 itself.
     w, h = (310, 305) if size == 320 else (150, 145)
     masked = np.ascontiguousarray(inner).copy()
-    cv2.rectangle(masked, (5, 5), (5 + w, 5 + h), (0, 0, 0), -1)
+    cv2.rectangle(masked, (5, 5, w, h), (0, 0, 0), -1)  # the reference's own (x, y, w, h) call
     for c in range(3):
         np.testing.assert_array_equal(tensor[3 + c], masked[:, :, c].astype(np.float32) / np.float32(255))
     assert tensor.min() >= 0 and tensor.max() <= 1
