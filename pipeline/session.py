@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -33,6 +32,7 @@ from typing import Any
 
 import tomli_w
 
+from core import safe_write
 from core.errors import SessionError
 from core.filekinds import accepted_suffixes, suffix_kind
 
@@ -288,14 +288,6 @@ def save_session(session: Session, path: str | os.PathLike[str]) -> Session:
     """
     path = Path(path).resolve()
     text = tomli_w.dumps(session_to_dict(session, path.parent))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # Saving a session over itself is the point of Save, so an existing file is replaced (never through a link).
+    safe_write.write_text(path, text, force=True, what="session")
     return replace(session, path=path)

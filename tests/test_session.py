@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import SessionError
+from core.errors import InputError, SessionError
 from pipeline.session import LaneSpec, Session, load_session, save_session
 
 
@@ -155,7 +155,7 @@ def test_save_is_atomic_and_leaves_the_old_file_when_writing_fails(tmp_path, mon
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(InputError, match="nothing was written"):
         save_session(s, target)
     assert target.read_text() == "original"
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".keep")) == []
