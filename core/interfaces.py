@@ -12,7 +12,7 @@ from typing import Any, Mapping, Protocol, runtime_checkable
 
 import numpy as np
 
-from core.constants import AUDIO_TENSOR_SHAPE, FEATURE_WIDTH, MEL_BANDS, WINDOW_FRAMES
+from core.constants import AUDIO_TENSOR_SHAPE, MEL_BANDS, WINDOW_FRAMES
 from core.errors import InputError
 
 
