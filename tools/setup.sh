@@ -13,7 +13,7 @@ apt_packages=(
   libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 libxcb-shape0 libxkbcommon-x11-0 # Qt's xcb platform
 )
 if [ "$extras" = "dev" ]; then
-  apt_packages+=(espeak-ng libespeak-ng1 jackd2 xvfb)   # speech for test data, a real-time audio device, a virtual screen
+  apt_packages+=(espeak-ng libespeak-ng1 jackd2 xvfb chromium)   # speech for test data, a real-time audio device, a virtual screen, a browser for the HTML report test
 fi
 
 if [ "$(uname -s)" = "Linux" ] && command -v apt-get >/dev/null 2>&1; then
