@@ -48,8 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     from backends.registry import MODELS
     from pipeline.lane import FailedLane, open_lanes
     from pipeline.session import load_session
-    from ui.frame_cache import FrameCache
-    from ui.render_worker import FeaturesReady, FrameReady, LaneFailed, LaneJob, RenderWorker
+    from workspace.frame_cache import FrameCache
+    from workspace.render_worker import FeaturesReady, FrameReady, LaneFailed, LaneJob, RenderWorker
 
     path, label = _session_path(args.session)
     session = load_session(path, check_files=False)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from tests.builders.fake_lanes import FakeLane, encoded_frame_index
-from ui.clock import FallbackWatcher, WallClock, frame_at, heard_sample, open_clock
+from workspace.clock import FallbackWatcher, WallClock, frame_at, heard_sample, open_clock
 
 
 class FakeTime:
@@ -219,7 +219,7 @@ def test_the_displayed_frame_follows_the_jack_clock_for_five_seconds(qtbot, tmp_
 def test_stepping_plays_exactly_that_frames_200_ms_on_the_device(jack_device) -> None:
     import time
 
-    from ui.clock import AudioClock
+    from workspace.clock import AudioClock
 
     clock = AudioClock(np.zeros(16000 * 3, np.float32), device=jack_device, samplerate=JACK_RATE, record_blocks=True)
     try:

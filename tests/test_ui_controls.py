@@ -163,7 +163,7 @@ def test_av_offset_delays_the_picture(qtbot, fake_window) -> None:
 def test_a_frame_that_arrives_after_its_time_still_replaces_an_older_picture(qtbot, stuck_window) -> None:
     """While playing behind the playhead, the lane shows the newest frame it has (marked late), not the last
     frame that happened to arrive on time."""
-    from ui.render_worker import FrameReady
+    from workspace.render_worker import FrameReady
 
     window, frames = stuck_window
     slot = window.slots[0]

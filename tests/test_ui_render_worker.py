@@ -10,8 +10,8 @@ import pytest
 
 from core.errors import InputError
 from tests.builders.fake_lanes import FakeLane
-from ui.frame_cache import FrameCache
-from ui.render_worker import FeaturesReady, FrameReady, LaneFailed, LaneJob, RenderWorker, frame_order
+from workspace.frame_cache import FrameCache
+from workspace.render_worker import FeaturesReady, FrameReady, LaneFailed, LaneJob, RenderWorker, frame_order
 
 
 def wait_for(condition, timeout: float = 30.0) -> None:

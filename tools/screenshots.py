@@ -57,7 +57,7 @@ def _speech_frame(window) -> int:
     """A frame in the middle of loud speech, so the mouths are open in the picture."""
     import numpy as np
 
-    from ui.clock import FPS
+    from workspace.clock import FPS
 
     samples = window.samples
     hop = 16000 // FPS

@@ -1,8 +1,8 @@
 """The comparison window: lanes side by side, transport, timeline, live plots, per-lane scale.
 
 The window owns three moving parts and keeps them apart:
-- a clock (ui/clock.py) that says which media time is heard; one QTimer tick turns it into the frame to show;
-- the render worker (ui/render_worker.py) that renders ahead of the playhead on its own thread and hands results
+- a clock (workspace/clock.py) that says which media time is heard; one QTimer tick turns it into the frame to show;
+- the render worker (workspace/render_worker.py) that renders ahead of the playhead on its own thread and hands results
   back through a Qt signal (queued onto this thread);
 - the widgets, which only display what the cache and the plots hold.
 """
@@ -23,12 +23,12 @@ from PySide6.QtWidgets import (QApplication, QCheckBox, QComboBox, QDoubleSpinBo
                                QVBoxLayout, QWidget)
 
 from backends.registry import MODELS
-from ui.clock import FPS, FallbackWatcher, PlaybackClock, frame_at, open_clock
+from workspace.clock import FPS, FallbackWatcher, PlaybackClock, frame_at, open_clock
 from ui.compare_view import CompareView
-from ui.frame_cache import FrameCache
+from workspace.frame_cache import FrameCache
 from ui.lane_view import LaneView
 from ui.plots import FeaturePlots, PlotLane
-from ui.render_worker import FeaturesReady, FrameReady, LaneFailed, LaneJob, RenderWorker
+from workspace.render_worker import FeaturesReady, FrameReady, LaneFailed, LaneJob, RenderWorker
 from ui.session_files import SessionFilesMixin
 from ui.timeline import LANE_COLOURS, Timeline
 

@@ -11,7 +11,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QWidget
 
-from ui.clock import FPS
+from workspace.clock import FPS
 
 RENDERED_ROW_HEIGHT = 0.25
 LANE_COLOURS = ["#8ab4f8", "#f28b82", "#81c995", "#fdd663", "#c58af9", "#78d9ec"]

@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from ui.frame_cache import FrameCache
+from workspace.frame_cache import FrameCache
 
 log = logging.getLogger(__name__)
 
