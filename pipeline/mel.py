@@ -186,6 +186,15 @@ def melspectrogram(samples: np.ndarray, pad_mode: PadMode = "constant") -> np.nd
             f"mel input: reflect padding needs more than {N_FFT // 2} samples, found {x.size}"
         )
     magnitude = stft_magnitude(x, pad_mode, emphasise=True)
+    return mel_from_magnitude(magnitude)
+
+
+def mel_from_magnitude(magnitude: np.ndarray) -> np.ndarray:
+    """|STFT| rows [n, 401] -> normalised log-mel rows [n, 80] float32; each row depends only on its own frame.
+
+    Shared by melspectrogram and the chunked front end (pipeline/streaming.py), so a long clip's mel computed in
+    chunks runs exactly these operations and stays bit-identical to the whole-clip mel.
+    """
     bins = _nonzero_bins()
     mel = magnitude[:, bins] @ mel_filterbank()[:, bins].T
     return normalise_db(mel).astype(np.float32)
