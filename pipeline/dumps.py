@@ -202,23 +202,96 @@ def load_mel_dump(path: str | Path) -> np.ndarray:
 
 
 OUTPUT_KEYS = ("outputs", "crops", "frames", "arr_0")
+TENSOR_KEYS = ("tensors", "audio", "audio_tensors", "arr_0")
+INPUT_KEYS = ("inputs", "input", "generator_inputs", "arr_0")
+# A dump that covers only some output frames is an .npz holding `frames` (the output frame indices, [F] integers)
+# and `data` (the arrays, [F, ...]): a port that renders a few frames for a check should not have to write all.
+PARTIAL_KEYS = ("frames", "data")
 
 
-class OutputDump:
+def _read_frame_dump(path: Path, keys: tuple[str, ...], what: str) -> tuple[_RawArray, np.ndarray | None]:
+    """A per-frame dump as (array [F, ...], the frame index of each row or None for rows 0..F-1)."""
+    if path.suffix.lower() not in (".npy", ".npz"):
+        raise InputError(f"{what} {path}: expected a .npy or .npz file, found {path.suffix or 'no suffix'}")
+    if not path.exists():
+        raise InputError(f"{what} not found: {path}")
+    if path.suffix.lower() == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                names = set(archive.files)
+                if set(PARTIAL_KEYS) <= names:
+                    frames, data = archive["frames"], archive["data"]
+                else:
+                    frames = data = None
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+            raise InputError(f"{what} {path}: not a NumPy .npz archive ({exc})") from exc
+        if data is not None:
+            assert frames is not None
+            frames = np.asarray(frames)
+            if frames.ndim != 1 or frames.dtype.kind not in "iu" or frames.shape[0] != data.shape[0]:
+                raise InputError(
+                    f"{what} {path}: expected `frames` to be [F] integers, one per row of `data` {list(data.shape)}, "
+                    f"found {frames.dtype} {list(frames.shape)}"
+                )
+            if frames.size and (frames.min() < 0 or len(set(frames.tolist())) != frames.size):
+                raise InputError(f"{what} {path}: expected distinct output frame indices >= 0 in `frames`, found "
+                                 f"{frames.tolist()[:12]}")
+            return _RawArray(data, {"frames": f"{frames.size} frames given ({_span(frames)})"}), frames.astype(np.int64)
+    return _read_any(path, keys, 1, what), None
+
+
+def _span(frames: np.ndarray) -> str:
+    return "none" if frames.size == 0 else f"{int(frames.min())}..{int(frames.max())}"
+
+
+class _FrameIndexed:
+    """Rows of a per-frame dump looked up by output frame, whether the dump covers every frame or only some."""
+
+    path: Path
+    array: np.ndarray
+    frame_indices: np.ndarray | None
+    what: str
+
+    def _index_map(self) -> dict[int, int]:
+        if self.frame_indices is None:
+            return {i: i for i in range(int(self.array.shape[0]))}
+        return {int(f): row for row, f in enumerate(self.frame_indices)}
+
+    @property
+    def num_frames(self) -> int:
+        """Rows in the dump (for a partial dump, the number of frames it covers, not the clip's frame count)."""
+        return int(self.array.shape[0])
+
+    @property
+    def frames(self) -> list[int]:
+        """The output frames this dump covers, ascending."""
+        return sorted(self._index_map())
+
+    def covers(self, i: int) -> bool:
+        return int(i) in self._index_map()
+
+    def item(self, i: int) -> np.ndarray:
+        row = self._index_map().get(int(i))
+        if row is None:
+            covered = self.frames
+            span = f"frames {covered[0]}..{covered[-1]} ({len(covered)} of them)" if covered else "no frame"
+            raise InputError(f"{self.what} {self.path.name}: holds {span}, frame {i} was asked for")
+        return self.array[row]
+
+
+class OutputDump(_FrameIndexed):
     """Generator results written by another program, standing in for a lane's generator.
 
     Two layouts, told apart by shape and dtype: raw generator outputs [F,3,S,S] (float, in [0,1], what `dump --stage
     crops` writes) are pasted back like a model's output; final frames [F,H,W,3] uint8 BGR (`dump --stage frames`, or
-    a Swift/Go port's rendered video frames) are shown as they are. Row i is output frame i. A dump cannot follow the
-    scale slider: its provenance says so.
+    a Swift/Go port's rendered video frames) are shown as they are. Row i is output frame i, unless the dump is an
+    .npz with `frames` + `data` (some frames only). A dump cannot follow the scale slider: its provenance says so.
     """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        what = "generator output dump"
-        if self.path.suffix.lower() not in (".npy", ".npz"):
-            raise InputError(f"{what} {self.path}: expected a .npy or .npz file, found {self.path.suffix or 'no suffix'}")
-        raw = _read_any(self.path, OUTPUT_KEYS, 1, what)
+        self.what = what = "generator output dump"
+        raw, self.frame_indices = _read_frame_dump(self.path, OUTPUT_KEYS, what)
         array = raw.array
         found = list(array.shape)
         notes = raw.notes
@@ -241,14 +314,34 @@ class OutputDump:
         self.array = array
         self.provenance = Provenance("dump", "", "file", precision, str(self.path), notes)
 
-    @property
-    def num_frames(self) -> int:
-        return int(self.array.shape[0])
 
-    def item(self, i: int) -> np.ndarray:
-        """Output frame i: [3,S,S] float32 for raw outputs, [H,W,3] uint8 for final frames."""
-        if not 0 <= i < self.num_frames:
-            raise InputError(
-                f"generator output dump {self.path.name}: holds frames 0..{self.num_frames - 1}, frame {i} was asked for"
-            )
-        return self.array[i]
+class StageDump(_FrameIndexed):
+    """Audio tensors [F,32,16,16] (`tensors`) or generator inputs [F,6,S,S] (`inputs`) from another program.
+
+    The stages after it run from these arrays, so a port's tensor assembly or crop can be checked on its own. Rows
+    are output frames 0..F-1, or the frames an .npz's `frames` names. Numbers are converted to float32 with a note.
+    """
+
+    def __init__(self, path: str | Path, stage: str) -> None:
+        if stage not in ("tensors", "inputs"):
+            raise ValueError(f"stage must be 'tensors' or 'inputs', got {stage!r}")
+        self.path = Path(path)
+        self.stage = stage
+        self.what = what = "audio tensor dump" if stage == "tensors" else "generator input dump"
+        raw, self.frame_indices = _read_frame_dump(self.path, TENSOR_KEYS if stage == "tensors" else INPUT_KEYS, what)
+        array, precision = _to_float32(raw, what, self.path)
+        found = list(raw.array.shape)
+        if stage == "tensors":
+            ok = array.ndim == 4 and tuple(array.shape[1:]) == (32, 16, 16)
+            expected = "audio tensors [F,32,16,16]"
+        else:
+            ok = array.ndim == 4 and array.shape[1] == 6 and array.shape[2] == array.shape[3]
+            expected = "generator inputs [F,6,S,S]"
+        if not ok or array.shape[0] == 0:
+            raise InputError(f"{what} {self.path}: expected {expected}, found {found}")
+        notes = raw.notes
+        notes["layout"] = f"{stage} {found}; fixed: the scale slider does not change a dump"
+        _count_non_finite(array, notes)
+        self.array = np.ascontiguousarray(array, dtype=np.float32)
+        self.size: int | None = int(array.shape[-1]) if stage == "inputs" else None
+        self.provenance = Provenance("dump", "", "file", precision, str(self.path), notes)

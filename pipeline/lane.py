@@ -16,7 +16,7 @@ import numpy as np
 
 from core.filekinds import file_kind
 from core.interfaces import Encoder, Generator, ModelOpener, Provenance
-from pipeline.dumps import FeatureDump, OutputDump, load_mel_dump
+from pipeline.dumps import FeatureDump, OutputDump, StageDump, load_mel_dump
 from pipeline.audio import Audio, load_audio
 from pipeline.avatar import Avatar, GeneratorInput, paste_back, ping_pong_index, prepare_input
 from core.errors import InputError
@@ -83,6 +83,10 @@ class Lane:
         self.generator: Generator | OutputDump | None = (
             open_generator_source(spec.generator, spec.options, models) if spec.generator is not None else None
         )
+        # Audio tensors and generator inputs may come from another program too; the stages after them run from them.
+        self.tensor_dump = StageDump(spec.tensors, "tensors") if spec.tensors is not None else None
+        self.input_dump = StageDump(spec.inputs, "inputs") if spec.inputs is not None else None
+        self.models = models  # kept so a check can rerun this lane's models on other audio (pipeline/mouth.py)
 
     @property
     def shared_mels(self) -> dict[str, np.ndarray]:
@@ -167,8 +171,11 @@ class Lane:
         return int(self.raw_features().shape[0])
 
     def audio_tensors(self, frames: range | None = None, scale: float | None = None) -> np.ndarray:
-        """[F, 32, 16, 16] generator audio inputs for the given output frames."""
+        """[F, 32, 16, 16] generator audio inputs for the given output frames (from the lane's tensor dump if any)."""
         frames = range(self.num_frames) if frames is None else frames
+        if self.tensor_dump is not None:
+            # Another program's tensors are fixed numbers: the scale applies to features this program computes.
+            return np.stack([self.tensor_dump.item(i) for i in frames]).astype(np.float32, copy=False)
         return audio_tensors(self.features(scale), np.asarray(list(frames), dtype=np.int64))
 
     # -- image stages -----------------------------------------------------------------------------------------
@@ -204,9 +211,22 @@ class Lane:
         return int(ping_pong_index(i, self._require_avatar().num_templates))
 
     def generator_input(self, i: int, size: int | None = None) -> GeneratorInput:
-        """The prepared 6-channel input (and resized crop) for output frame i; cached per template frame."""
+        """The prepared 6-channel input (and resized crop) for output frame i; cached per template frame.
+
+        With an input dump the tensor is the dump's row for frame i; the resized crop (what paste-back writes into)
+        is still this program's, since a dump of inputs says nothing about the frame around them.
+        """
         avatar = self._require_avatar()
-        size = self.image_size if size is None else size
+        if size is None:
+            size = self.input_dump.size if self.input_dump is not None else self.image_size
+        if self.input_dump is not None:
+            tensor = self.input_dump.item(i)
+            if tensor.shape[-1] != size:
+                raise InputError(f"lane {self.name!r}: {self.input_dump.path.name} holds {tensor.shape[-1]} px inputs, "
+                                 f"expected {size} px")
+            k = self.template_index(i)
+            computed = prepare_input(avatar.frame(k), avatar.crop_box(k), size)
+            return GeneratorInput(tensor=np.asarray(tensor, dtype=np.float32), resized_crop=computed.resized_crop)
         k = self.template_index(i)
         with self._lock:
             key = (k, size)

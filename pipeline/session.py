@@ -17,6 +17,8 @@ Schema (documented for users in README.md):
     generator = "generator.onnx"    # optional: .onnx, .mlpackage, .mlmodel, .pth, or a dump of outputs/frames
     scale = 1.0                     # optional, > 0: multiplies the lane's encoder features
     mel = "mel_dump.npy"            # optional: use this mel [T,80] instead of computing it
+    tensors = "tensors.npz"         # optional: audio tensors [F,32,16,16] from another program (all or some frames)
+    inputs = "inputs.npz"           # optional: generator inputs [F,6,S,S] from another program (all or some frames)
     [lanes.options]                 # optional, passed to the backends (provider, compute_unit, input_name, ...)
     provider = "cpu"
 """
@@ -38,7 +40,7 @@ from core.filekinds import accepted_suffixes, suffix_kind
 
 PAD_MODES = ("constant", "reflect")
 TOP_LEVEL_KEYS = {"audio", "avatar", "pad_mode", "reference", "lanes", "title"}
-LANE_KEYS = {"name", "encoder", "generator", "scale", "mel", "options"}
+LANE_KEYS = {"name", "encoder", "generator", "scale", "mel", "tensors", "inputs", "options"}
 
 
 @dataclass
@@ -51,6 +53,9 @@ class LaneSpec:
     scale: float = 1.0
     mel: Path | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    # Later stages from another program's dumps: the stages after a dumped one run from it.
+    tensors: Path | None = None
+    inputs: Path | None = None
 
     def describe_sources(self) -> str:
         """A short title such as 'audio_encoder.onnx → generator.onnx' for lane headers."""
@@ -188,7 +193,12 @@ def _lane_from_dict(
     encoder = _path_value(raw, "encoder", base_dir, problems, required=True, check=check_files, want="any", where=where)
     generator = _path_value(raw, "generator", base_dir, problems, required=False, check=check_files, want="any", where=where)
     mel = _path_value(raw, "mel", base_dir, problems, required=False, check=check_files, want="file", where=where)
-    for key, value in (("encoder", encoder), ("generator", generator)):
+    tensors = _path_value(raw, "tensors", base_dir, problems, required=False, check=check_files, want="file",
+                          where=where)
+    inputs = _path_value(raw, "inputs", base_dir, problems, required=False, check=check_files, want="file",
+                         where=where)
+    for key, value in (("encoder", encoder), ("generator", generator), ("mel", mel), ("tensors", tensors),
+                       ("inputs", inputs)):
         if value is None:
             continue
         if suffix_kind(value, key) is None:
@@ -210,7 +220,8 @@ def _lane_from_dict(
     if len(problems) > before:
         return None
     assert encoder is not None
-    return LaneSpec(name=name, encoder=encoder, generator=generator, scale=float(scale), mel=mel, options=dict(options))
+    return LaneSpec(name=name, encoder=encoder, generator=generator, scale=float(scale), mel=mel, options=dict(options),
+                    tensors=tensors, inputs=inputs)
 
 
 def _path_value(
@@ -273,6 +284,10 @@ def session_to_dict(session: Session, base_dir: Path) -> dict[str, Any]:
         entry["scale"] = float(lane.scale)
         if lane.mel is not None:
             entry["mel"] = rel(lane.mel)
+        if lane.tensors is not None:
+            entry["tensors"] = rel(lane.tensors)
+        if lane.inputs is not None:
+            entry["inputs"] = rel(lane.inputs)
         if lane.options:
             entry["options"] = dict(lane.options)
         lanes.append(entry)
