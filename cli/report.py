@@ -1,4 +1,8 @@
-"""`report [SESSION.toml] [--json OUT.json] [--frames A:B]`: compare every lane with the reference, headless."""
+"""`report [SESSION.toml] [--json OUT.json] [--frames A:B]`: compare every lane with the reference, headless.
+
+Exits 0 when every lane matches, 3 when any lane's comparison fails (a divergence, NaN/Inf, a scaled copy), 2 for
+input errors, 1 for a bug: a CI script can tell "the port is wrong" from "the session is wrong".
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,14 @@ from core.errors import InputError
 from pipeline.lane import Lane, open_lanes, parse_frame_range
 from pipeline.report import build_report, format_report
 from pipeline.session import demo_session_path, load_session
+
+
+# Exit codes scripts rely on (README, "report"): every lane matched; a lane or the session could not be read or
+# compared (input errors win: a mismatch report over half the lanes would mislead); some lane's comparison failed.
+# 1 stays the "bug in lipsync-compare" code of cli/main.py.
+EXIT_MATCH = 0
+EXIT_INPUT_ERROR = 2
+EXIT_MISMATCH = 3
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -45,5 +57,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"\nwrote {args.json}")
     if report.errors:
         print(f"error: {len(report.errors)} lane(s) could not be compared (see Errors above)", file=sys.stderr)
-        return 2
-    return 0
+        return EXIT_INPUT_ERROR
+    if not report.passed:
+        failed = sorted({d.lane for d in report.diagnosis if not d.passed} | {c.lane for c in report.comparisons
+                                                                              if not c.passed})
+        print(f"report: {len(failed)} lane(s) do not match the reference: {', '.join(failed)}", file=sys.stderr)
+        return EXIT_MISMATCH
+    return EXIT_MATCH

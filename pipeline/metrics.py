@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from core.constants import CONTEXT_ROWS
 from core.errors import InputError
 
 NAN = float("nan")
@@ -100,7 +101,13 @@ class Comparison:
     - ``correction`` = <a,b> / <a,a>: the factor to multiply the lane by so it best matches the reference
       (what the window's "fit" button sets); NaN when the lane is all zero.
     - ``compared``/``excluded``: positions used and left out (non-finite in either); ``lane_nan``/``reference_nan``
-      count NaNs in each input. With nothing to compare, every float figure is NaN.
+      and ``lane_inf``/``reference_inf`` count NaNs and infinities in each input. With nothing to compare, every
+      float figure is NaN.
+    - ``lane_non_finite``: positions where the lane is NaN/Inf although the reference is finite there (values the
+      lane produced); ``reference_non_finite``: positions where the reference is NaN/Inf. ``first_lane_non_finite``
+      and ``first_reference_non_finite`` are the flat indices of the first of each (-1 when there is none), so a
+      report can say where they start. The figures above describe only the finite positions: a caller must treat
+      any non-finite count as a failed comparison, never read the figures alone.
     """
 
     max_abs: float
@@ -115,9 +122,26 @@ class Comparison:
     lane_nan: int = 0
     reference_nan: int = 0
     max_abs_index: int = -1  # flat index of the largest difference (-1 when nothing was compared)
+    lane_inf: int = 0
+    reference_inf: int = 0
+    lane_non_finite: int = 0
+    reference_non_finite: int = 0
+    first_lane_non_finite: int = -1
+    first_reference_non_finite: int = -1
+
+    @property
+    def non_finite(self) -> bool:
+        """True when either side holds a NaN/Inf: such a comparison is never a match, whatever the figures say."""
+        return self.lane_non_finite > 0 or self.reference_non_finite > 0
 
     def as_dict(self) -> dict[str, float | int]:
         return asdict(self)
+
+
+def _first(mask: np.ndarray) -> int:
+    """Flat index of the first True in ``mask``, -1 when there is none."""
+    hits = np.flatnonzero(mask)
+    return int(hits[0]) if hits.size else -1
 
 
 def _ratio(numerator: float, denominator: float) -> float:
@@ -133,13 +157,21 @@ def compare(lane: np.ndarray, reference: np.ndarray) -> Comparison:
             f"and reference {list(reference_array.shape)}"
         )
     a_all, b_all = _as_float64(lane_array), _as_float64(reference_array)
-    both_finite = np.isfinite(a_all) & np.isfinite(b_all)
+    a_finite, b_finite = np.isfinite(a_all), np.isfinite(b_all)
+    both_finite = a_finite & b_finite
     compared = int(both_finite.sum())
+    lane_only = ~a_finite & b_finite  # the lane produced these: the reference has a number there
     counts = dict(
         compared=compared,
         excluded=int(a_all.size - compared),
         lane_nan=int(np.isnan(a_all).sum()),
         reference_nan=int(np.isnan(b_all).sum()),
+        lane_inf=int(np.isinf(a_all).sum()),
+        reference_inf=int(np.isinf(b_all).sum()),
+        lane_non_finite=int(lane_only.sum()),
+        reference_non_finite=int(b_all.size - int(b_finite.sum())),
+        first_lane_non_finite=_first(lane_only),
+        first_reference_non_finite=_first(~b_finite),
     )
     if compared == 0:
         return Comparison(NAN, NAN, NAN, NAN, NAN, NAN, NAN, **counts)
@@ -244,3 +276,98 @@ def per_row_ranges(features: np.ndarray) -> RowRanges:
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: NaN is the intended answer
         p1, p99 = np.nanpercentile(values, [1.0, 99.0], axis=1)
         return RowRanges(np.nanmin(values, axis=1), np.nanmax(values, axis=1), np.nanmean(values, axis=1), p1, p99)
+
+
+# -- scales ------------------------------------------------------------------------------------------------------
+# A lane's features are float32 and are multiplied by its scale in float32 (pipeline.lane.Lane.features). float32
+# cannot carry a magnitude above FLOAT32_MAX (the product becomes Inf, and Inf - Inf then NaN downstream), and below
+# FLOAT32_TINY (the smallest normal number) it keeps fewer and fewer significant bits until everything is 0. Such a
+# scale is refused rather than clamped: a silently changed scale would make the window and the report disagree with
+# what the user typed.
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # 3.4028235e38
+FLOAT32_TINY = float(np.finfo(np.float32).tiny)  # 1.1754944e-38, the smallest normal float32
+
+
+def feature_peak(features: np.ndarray) -> float:
+    """The largest finite |value| of a lane's unscaled features (0.0 when none is finite or non-zero).
+
+    The one number ``check_scale`` needs: the peak is also the largest non-zero magnitude, so if the peak times the
+    scale falls below the smallest normal float32, every non-zero feature does.
+    """
+    values = np.abs(_as_float64(features))
+    finite = values[np.isfinite(values)]
+    return float(finite.max()) if finite.size else 0.0
+
+
+def scale_problem(scale: object, peak: float | None = None) -> str | None:
+    """Why ``scale`` cannot multiply float32 features whose largest |value| is ``peak``; None when it can.
+
+    Without ``peak`` only the scale itself is checked (a session file, a command-line option): it must be a finite
+    real number > 0 that float32 represents as a normal number. With ``peak`` (the lane's ``feature_peak``), the
+    product must neither overflow float32 nor drive every non-zero feature to 0 or a denormal. Messages name the
+    value found and the limit, so the caller can show them as they are (prefixed with where the scale came from).
+    """
+    if isinstance(scale, bool) or not isinstance(scale, (int, float, np.integer, np.floating)):
+        return f"expected a number > 0, found {scale!r}"
+    value = float(scale)
+    if not np.isfinite(value) or value <= 0.0:
+        return f"expected a finite number > 0, found {value!r}"
+    if value > FLOAT32_MAX:
+        return (f"{value:g} does not fit in float32 (largest {FLOAT32_MAX:.4g}): the features would become Inf/NaN; "
+                "expected a scale <= that")
+    if value < FLOAT32_TINY:
+        return (f"{value:g} is below float32's smallest normal number {FLOAT32_TINY:.4g}: every feature would become "
+                "0 or lose its precision; expected a scale >= that")
+    if peak is None or not np.isfinite(peak) or peak <= 0.0:
+        return None
+    product = float(peak) * float(np.float32(value))
+    if product > FLOAT32_MAX:
+        return (f"{value:g} times this lane's largest |feature| {peak:.4g} is {product:.4g}, above float32's largest "
+                f"{FLOAT32_MAX:.4g}: those features would become Inf; expected a scale <= {FLOAT32_MAX / peak:.4g}")
+    if product < FLOAT32_TINY:
+        return (f"{value:g} times this lane's largest |feature| {peak:.4g} is {product:.4g}, below float32's smallest "
+                f"normal number {FLOAT32_TINY:.4g}: every non-zero feature would become 0 or a denormal; expected a "
+                f"scale >= {FLOAT32_TINY / peak:.4g}")
+    return None
+
+
+def check_scale(scale: object, where: str = "scale", peak: float | None = None) -> float:
+    """``scale`` as a float, or an InputError naming ``where`` it came from, the value and the limit it breaks.
+
+    The one check every entry point uses (session files, ``dump --scale``, the lane itself, the window's slider,
+    box and Fit), so all of them refuse the same scales with the same words.
+    """
+    problem = scale_problem(scale, peak)
+    if problem is not None:
+        raise InputError(f"{where}: {problem}")
+    return float(scale)  # type: ignore[arg-type]
+
+
+# -- where non-finite values are ---------------------------------------------------------------------------------
+def non_finite_rows(array: np.ndarray) -> np.ndarray:
+    """[rows] bool: which entries along the first axis (feature rows, output frames) hold a NaN or an Inf."""
+    values = np.asarray(array)
+    if values.ndim == 0 or values.dtype.kind not in "biuf":
+        raise InputError(f"non-finite rows: expected a real array with at least one axis, found {values.dtype} "
+                         f"{list(values.shape)}")
+    if values.dtype.kind != "f":
+        return np.zeros(values.shape[0], dtype=bool)  # integers are always finite
+    return ~np.isfinite(values.reshape(values.shape[0], -1)).all(axis=1)
+
+
+def frames_fed_non_finite(padded_features: np.ndarray) -> np.ndarray:
+    """[N+2] bool: output frames whose audio tensor holds a non-finite feature.
+
+    Frame i's audio tensor is padded rows [i - 8, i + 8) (PIPELINE.md stage 4), so one bad row r reaches frames
+    r - 7 .. r + 8: those frames are what the generator draws from poisoned input, so they are the ones to mark.
+    """
+    bad = non_finite_rows(padded_features)
+    total = bad.size
+    if not bad.any():
+        return bad
+    # frame i is poisoned when any row in [i - 8, i + 8) is bad: a sliding window over a cumulative count.
+    counts = np.concatenate([[0], np.cumsum(bad)])
+    index = np.arange(total)
+    start = np.clip(index - CONTEXT_ROWS, 0, total)
+    stop = np.clip(index + CONTEXT_ROWS, 0, total)
+    return (counts[stop] - counts[start]) > 0

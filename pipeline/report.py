@@ -16,13 +16,25 @@ import numpy as np
 
 from core.errors import InputError
 from pipeline.lane import FailedLane, Lane
-from pipeline.metrics import compare, stats
+from pipeline.metrics import Comparison, compare, stats
 
 # Largest max-abs difference that still counts as "the same" per stage. The mel and features are fp32 end to end in
 # a faithful port; generator outputs may legitimately run in fp16 (Core ML on GPU/ANE), hence the looser bound.
 # Final frames (compared only when a lane's frames come from another program's dump) are in grey levels 0-255.
 STAGE_TOLERANCE = {"mel": 1e-4, "features": 1e-3, "outputs": 2e-2, "frames": 2.0}
 STAGES = ("mel", "features", "outputs", "frames")
+# What one entry along the first axis of each stage's compared array is, for "first at ..." in verdicts.
+STAGE_ROW_UNIT = {"mel": "mel frame", "features": "padded feature row", "outputs": "output frame",
+                  "frames": "output frame"}
+
+# Machine-readable kinds of a stage comparison (and of a lane's diagnosis: the kind of its first failed stage).
+# Plain strings on purpose, so other checks can add theirs without a schema change.
+KIND_MATCH = "match"
+KIND_NON_FINITE = "non_finite"  # NaN/Inf in the lane where the reference is finite, or in the reference itself
+KIND_SCALED_COPY = "scale"  # a scaled copy of the reference: a factor fixes it
+KIND_DIVERGES = "diverges"  # differs in a way no factor fixes (or not yet classified further)
+KIND_EMPTY = "nothing_compared"  # no position to compare
+KIND_ERROR = "error"  # the lane could not produce a stage (an InputError); see the report's errors
 
 
 @dataclass
@@ -42,6 +54,13 @@ class StageComparison:
     passed: bool
     verdict: str
     frames: list[int] | None = None
+    kind: str = KIND_MATCH
+    # NaN/Inf positions: produced by the lane (where the reference is finite) and found in the reference; where the
+    # first of each is, along the stage's first axis (a mel frame, a padded feature row, an output frame number).
+    lane_non_finite: int = 0
+    reference_non_finite: int = 0
+    first_lane_non_finite_at: int | None = None
+    first_reference_non_finite_at: int | None = None
 
 
 @dataclass
@@ -49,6 +68,8 @@ class LaneDiagnosis:
     lane: str
     first_divergent_stage: str | None
     explanation: str
+    kind: str = KIND_MATCH
+    passed: bool = True  # False whenever any stage failed or could not be compared: what the exit code follows
 
 
 @dataclass
@@ -59,6 +80,11 @@ class Report:
     reference: str
     frames: list[int] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        """True only when every lane compared matched at every stage (what `report`'s exit code 3 follows)."""
+        return all(c.passed for c in self.comparisons) and all(d.passed for d in self.diagnosis)
 
     def to_json(self) -> dict[str, Any]:
         return _finite_or_none(
@@ -98,11 +124,58 @@ def zero_pattern_agreement(a: np.ndarray, b: np.ndarray) -> float | None:
     return float(np.mean(za == zb))
 
 
+def _where(stage: str, row: int | None) -> str:
+    return f"first at {STAGE_ROW_UNIT.get(stage, 'row')} {row}" if row is not None else ""
+
+
+def non_finite_verdict(stage: str, c: dict[str, Any], lane: str = "the lane", reference: str = "the reference",
+                       lane_first: int | None = None, reference_first: int | None = None) -> str:
+    """The sentence for a stage with NaN/Inf: how many, who produced them, where the first is.
+
+    ``c`` holds ``metrics.Comparison``'s fields; ``lane_first``/``reference_first`` are the first positions along
+    the stage's first axis (the caller knows the shape and, for outputs, which frame numbers were compared).
+    """
+    parts = []
+    if c["lane_non_finite"]:
+        parts.append(
+            f"lane {lane} produced {c['lane_non_finite']} non-finite value(s) at the {stage} stage where the "
+            f"reference is finite ({c['lane_nan']} NaN and {c['lane_inf']} Inf in the lane in all), "
+            f"{_where(stage, lane_first)}"
+        )
+    if c["reference_non_finite"]:
+        parts.append(
+            f"the reference lane {reference} itself produced {c['reference_non_finite']} non-finite value(s) at the "
+            f"{stage} stage ({c['reference_nan']} NaN and {c['reference_inf']} Inf), {_where(stage, reference_first)}, "
+            "so nothing can match it there"
+        )
+    figures = (f"; over the {c['compared']} positions finite in both, max abs {c['max_abs']:.3g}"
+               if c["compared"] else "; no position is finite in both")
+    return "non-finite values: " + "; ".join(p.rstrip(", ") for p in parts) + figures
+
+
+def classify(stage: str, c: dict[str, Any], zero_agreement: float | None, tolerance: float) -> tuple[bool, str, str]:
+    """(passed, kind, verdict) for one stage's figures (``c``: ``metrics.Comparison`` as a dict).
+
+    NaN/Inf on either side fails first: the figures cover only the positions finite in both, so a lane with a
+    single NaN (or a reference with one) would otherwise read as a match.
+    """
+    if c.get("lane_non_finite", 0) or c.get("reference_non_finite", 0):
+        return False, KIND_NON_FINITE, non_finite_verdict(stage, c)
+    passed, verdict = explain(stage, c, zero_agreement, tolerance)
+    if passed:
+        return True, KIND_MATCH, verdict
+    if not c.get("compared", 1):
+        return False, KIND_EMPTY, verdict
+    return False, (KIND_SCALED_COPY if verdict.startswith("a scaled copy") else KIND_DIVERGES), verdict
+
+
 def explain(stage: str, c: dict[str, float], zero_agreement: float | None, tolerance: float) -> tuple[bool, str]:
     """Turn one stage's figures into PASSED/FAILED and a sentence a person can act on."""
+    if c.get("lane_non_finite", 0) or c.get("reference_non_finite", 0):
+        return False, non_finite_verdict(stage, c)
     max_abs = c["max_abs"]
     if not math.isfinite(max_abs):
-        return False, "non-finite values (NaN/Inf) in one lane: see the per-lane statistics"
+        return False, "nothing to compare: no position holds a finite number in both lanes"
     if max_abs <= tolerance:
         return True, f"match (max abs {max_abs:.3g} <= {tolerance:g})"
     scale, r2, correction = c["scale"], c["r2"], c["correction"]
@@ -130,10 +203,15 @@ def _compare_stage(
 ) -> StageComparison:
     if a.shape != b.shape:
         raise InputError(f"{stage}: lane {lane.name!r} has shape {list(a.shape)}, reference has {list(b.shape)}")
-    c = asdict(compare(a, b))
+    result = compare(a, b)
+    c = asdict(result)
     zeros = zero_pattern_agreement(a, b) if stage == "features" else None
     tolerance = STAGE_TOLERANCE[stage]
-    passed, verdict = explain(stage, c, zeros, tolerance)
+    lane_first = _first_row(result.first_lane_non_finite, a.shape, frames)
+    reference_first = _first_row(result.first_reference_non_finite, b.shape, frames)
+    passed, kind, verdict = classify(stage, c, zeros, tolerance)
+    if kind == KIND_NON_FINITE:
+        verdict = non_finite_verdict(stage, c, repr(lane.name), repr(reference.name), lane_first, reference_first)
     return StageComparison(
         lane=lane.name,
         reference=reference.name,
@@ -150,7 +228,20 @@ def _compare_stage(
         passed=passed,
         verdict=verdict,
         frames=frames,
+        kind=kind,
+        lane_non_finite=result.lane_non_finite,
+        reference_non_finite=result.reference_non_finite,
+        first_lane_non_finite_at=lane_first,
+        first_reference_non_finite_at=reference_first,
     )
+
+
+def _first_row(flat_index: int, shape: tuple[int, ...], frames: list[int] | None) -> int | None:
+    """The first-axis position of a flat index (an output frame number when ``frames`` says which were stacked)."""
+    if flat_index < 0 or not shape:
+        return None
+    row = int(np.unravel_index(flat_index, shape)[0])
+    return int(frames[row]) if frames is not None and row < len(frames) else row
 
 
 def default_report_frames(total: int, count: int = 12) -> list[int]:
@@ -208,11 +299,15 @@ def build_report(
         if index == reference_index or isinstance(lane, FailedLane):
             continue
         lane_comparisons = []
+        failure: str | None = None
+        stage = "mel"
         try:
             lane_comparisons.append(_compare_stage("mel", lane, reference, lane.mel(), reference.mel(), None))
+            stage = "features"
             lane_comparisons.append(
                 _compare_stage("features", lane, reference, lane.features(), reference.features(), None)
             )
+            stage = "outputs"
             if frames and lane.generator is not None:
                 if lane.shows_dumped_frames or reference.shows_dumped_frames:
                     # Another program's final frames: only the pasted-back frames can be compared.
@@ -225,18 +320,32 @@ def build_report(
                     lane_comparisons.append(_compare_stage("outputs", lane, reference, out, ref, list(frames)))
         except InputError as exc:
             errors.append(f"lane {lane.name!r}: {exc}")
+            failure = f"could not be compared at the {stage} stage: {exc}"
         comparisons.extend(lane_comparisons)
-        diagnosis.append(_diagnose(lane.name, lane_comparisons))
+        diagnosis.append(_diagnose(lane.name, lane_comparisons, failure, stage))
     return Report(summaries, comparisons, diagnosis, reference.name, list(frames or []), errors)
 
 
-def _diagnose(lane: str, comparisons: list[StageComparison]) -> LaneDiagnosis:
-    for c in comparisons:
+def _diagnose(lane: str, comparisons: list[StageComparison], failure: str | None = None,
+              failed_stage: str | None = None) -> LaneDiagnosis:
+    """The lane's verdict: its first failed stage, else the stage it could not produce, else a match.
+
+    "matches" is said only when every stage compared passed and none was cut short, so a lane whose features could
+    not be computed is never called a match on the strength of its mel alone. NaN/Inf at a later stage than the first
+    divergence is named too, because it changes what to fix.
+    """
+    for index, c in enumerate(comparisons):
         if not c.passed:
-            return LaneDiagnosis(lane, c.stage, f"first divergence at the {c.stage} stage: {c.verdict}")
+            explanation = f"first divergence at the {c.stage} stage: {c.verdict}"
+            later = [d.stage for d in comparisons[index + 1:] if d.kind == KIND_NON_FINITE]
+            if later and c.kind != KIND_NON_FINITE:
+                explanation += f"; non-finite values also at the {', '.join(later)} stage"
+            return LaneDiagnosis(lane, c.stage, explanation, c.kind, passed=False)
+    if failure is not None:
+        return LaneDiagnosis(lane, failed_stage, failure, KIND_ERROR, passed=False)
     if not comparisons:
-        return LaneDiagnosis(lane, None, "nothing could be compared")
-    return LaneDiagnosis(lane, None, "matches the reference at every stage compared")
+        return LaneDiagnosis(lane, None, "nothing could be compared", KIND_EMPTY, passed=False)
+    return LaneDiagnosis(lane, None, "matches the reference at every stage compared", KIND_MATCH, passed=True)
 
 
 def format_report(report: Report) -> str:
@@ -269,11 +378,13 @@ def format_report(report: Report) -> str:
                 f"  {c.lane:<{w}} {c.stage:<9} {'PASSED' if c.passed else 'FAILED':<7} {c.max_abs:>10.4g} "
                 f"{c.mean_abs:>10.4g} {c.cosine:>8.4f} {c.scale:>10.4g} {c.r2:>7.4f}"
             )
+            if c.kind == KIND_NON_FINITE:  # the figures cover finite positions only: say so under them
+                lines.append(f"  {'':<{w}} {c.verdict}")
     if report.diagnosis:
         lines.append("")
         lines.append("Diagnosis")
         for d in report.diagnosis:
-            lines.append(f"  {d.lane}: {d.explanation}")
+            lines.append(f"  {'PASSED' if d.passed else 'FAILED'} {d.lane}: {d.explanation}")
     if report.frames:
         lines.append("")
         lines.append(f"Generator outputs compared on frames {report.frames[0]}..{report.frames[-1]} ({len(report.frames)} frames)")

@@ -69,7 +69,7 @@ generator = "gen.onnx"
 def test_report_finds_the_scale_error_and_writes_the_documented_json(world):
     d = world["dir"]
     result = app("report", d / "session.toml", "--json", d / "report.json", "--frames", "0:6", "--force")
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 3, result.stderr  # a lane that does not match: exit 3 (README, report)
     assert "FAILED" in result.stdout and "scaled copy" in result.stdout
     data = json.loads((d / "report.json").read_text())
     lane_names = [lane["name"] for lane in data["lanes"]]
@@ -230,7 +230,7 @@ def test_a_ports_generator_dumps_stand_in_for_the_generator_and_are_compared(wor
         '[[lanes]]\nname = "bad frames"\nencoder = "enc_a.onnx"\ngenerator = "port_frames_bad.npy"\n'
     )
     r = app("report", d / "ports.toml", "--frames", "0:8", "--json", d / "ports.json", "--force")
-    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.returncode == 3, r.stdout + r.stderr  # "bad frames" does not match
     data = json.loads((d / "ports.json").read_text())
     last = {(c["lane"], c["stage"]): c for c in data["comparisons"]}
     assert last[("port crops", "outputs")]["max_abs"] == 0.0 and last[("port crops", "outputs")]["passed"]
