@@ -18,6 +18,7 @@ from pipeline.audio import load_audio
 from pipeline.avatar import Avatar
 from core.errors import InputError
 from pipeline.lane import Lane, parse_frame_range
+from pipeline.metrics import check_scale
 from pipeline.session import LaneSpec
 
 STAGES = ("mel", "windows", "features", "tensors", "inputs", "crops", "frames")
@@ -59,8 +60,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--stage {stage} needs --generator")
     if stage == "inputs" and args.generator is None and args.size is None:
         raise InputError("--stage inputs needs --generator or --size (160 or 320) to know the crop size")
-    if args.scale <= 0 or not np.isfinite(args.scale):
-        raise InputError(f"--scale {args.scale}: expected a finite number > 0")
+    check_scale(args.scale, "--scale")  # the shared float32 check; the lane checks it against its features too
 
     audio = load_audio(args.audio)
     avatar = Avatar.open(args.avatar) if args.avatar is not None and stage in NEEDS_AVATAR else None

@@ -16,7 +16,7 @@ import numpy as np
 
 from core.errors import InputError
 from pipeline.lane import FailedLane, Lane
-from pipeline.metrics import Comparison, compare, stats
+from pipeline.metrics import compare, stats
 
 # Largest max-abs difference that still counts as "the same" per stage. The mel and features are fp32 end to end in
 # a faithful port; generator outputs may legitimately run in fp16 (Core ML on GPU/ANE), hence the looser bound.

@@ -25,7 +25,6 @@ Schema (documented for users in README.md):
 
 from __future__ import annotations
 
-import math
 import os
 import tomllib
 from dataclasses import dataclass, field, replace
@@ -37,6 +36,7 @@ import tomli_w
 from core import safe_write
 from core.errors import SessionError
 from core.filekinds import accepted_suffixes, suffix_kind
+from pipeline.metrics import scale_problem
 
 PAD_MODES = ("constant", "reflect")
 TOP_LEVEL_KEYS = {"audio", "avatar", "pad_mode", "reference", "lanes", "title"}
@@ -208,8 +208,10 @@ def _lane_from_dict(
             )
 
     scale = raw.get("scale", 1.0)
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
-        problems.append(f"{where}.scale = {scale!r}: expected a finite number > 0")
+    # The shared check: finite, > 0, and a normal float32 (1e308 would make the features Inf, 1e-320 all zeros).
+    scale_issue = scale_problem(scale)
+    if scale_issue is not None:
+        problems.append(f"{where}.scale = {scale!r}: {scale_issue}")
         scale = 1.0
 
     options = raw.get("options", {})
