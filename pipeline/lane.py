@@ -20,8 +20,8 @@ from pipeline.dumps import FeatureDump, OutputDump, StageDump, load_mel_dump
 from pipeline.audio import Audio, load_audio
 from pipeline.avatar import Avatar, GeneratorInput, paste_back, ping_pong_index, prepare_input
 from core.errors import InputError
-from pipeline.features import audio_tensors, pad_features
-from pipeline.mel import melspectrogram
+from pipeline.features import audio_tensors
+from pipeline.streaming import features_from_mel, streamed_melspectrogram
 from pipeline.session import LaneSpec, Session
 from pipeline.windows import mel_windows, num_windows
 
@@ -116,7 +116,8 @@ class Lane:
                 else:
                     mel = self._shared_mels.get(self.pad_mode)
                     if mel is None:
-                        mel = melspectrogram(self.audio.samples, pad_mode=self.pad_mode)
+                        # In chunks: bit-identical to melspectrogram, without an hour's float64 STFT in memory.
+                        mel = streamed_melspectrogram(self.audio.samples, pad_mode=self.pad_mode)
                         mel.setflags(write=False)
                         self._shared_mels[self.pad_mode] = mel
                     self._mel = mel
@@ -139,14 +140,12 @@ class Lane:
             if self._raw_features is None:
                 encoder = self._require_encoder()
                 if isinstance(encoder, Encoder):
-                    features = np.asarray(encoder.encode(self.windows()), dtype=np.float32)
-                    expected = (self.num_windows, 512)
-                    if features.shape != expected:
-                        raise InputError(
-                            f"encoder {self.spec.encoder.name}: expected features of shape {list(expected)}, "
-                            f"found {list(features.shape)}"
-                        )
-                    self._raw_features = pad_features(features)
+                    # Windows go to the encoder in batches cut from the mel (never all N at once: 460 MB for an
+                    # hour); the padded result equals pad_features(encoder.encode(self.windows())).
+                    try:
+                        self._raw_features = features_from_mel(encoder.encode, self.mel())
+                    except InputError as error:
+                        raise InputError(f"encoder {self.spec.encoder.name}: {error}") from error
                 else:
                     # A feature dump: reopen it knowing N, so a [N, 512] dump is padded and any other row count is
                     # reported against this audio's expectation.
