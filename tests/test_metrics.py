@@ -8,7 +8,20 @@ import numpy as np
 import pytest
 
 from core.errors import InputError
-from pipeline.metrics import compare, histogram, per_row_ranges, stats
+from pipeline.features import audio_tensors
+from pipeline.metrics import (
+    FLOAT32_MAX,
+    FLOAT32_TINY,
+    check_scale,
+    compare,
+    feature_peak,
+    frames_fed_non_finite,
+    histogram,
+    non_finite_rows,
+    per_row_ranges,
+    scale_problem,
+    stats,
+)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -207,3 +220,104 @@ def test_per_row_ranges_matches_a_row_by_row_loop_with_non_finite_values() -> No
 def test_per_row_ranges_rejects_a_vector() -> None:
     with pytest.raises(InputError, match=r"expected a real matrix \[N, D\], found float64 \[512\]"):
         per_row_ranges(np.zeros(512))
+
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# non-finite values: counted per side, located, and never hidden by the finite figures
+
+
+def test_compare_counts_and_locates_non_finite_values_per_side_by_hand() -> None:
+    lane = np.array([[1.0, 2.0], [np.nan, 4.0], [5.0, np.inf], [np.nan, 8.0]])
+    reference = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0], [np.nan, 8.0]])
+    c = compare(lane, reference)
+    # Lane-only non-finite: flat 2 (NaN) and 5 (Inf); flat 6 is NaN on both sides, so it is the reference's.
+    assert (c.lane_nan, c.lane_inf, c.reference_nan, c.reference_inf) == (2, 1, 1, 0)
+    assert (c.lane_non_finite, c.reference_non_finite) == (2, 1)
+    assert (c.first_lane_non_finite, c.first_reference_non_finite) == (2, 6)
+    assert c.non_finite
+    # The finite positions alone agree exactly: exactly what must not be read as a match.
+    assert c.max_abs == 0.0 and c.compared == 5
+
+
+def test_compare_of_finite_arrays_reports_no_non_finite_value() -> None:
+    c = compare(np.arange(6.0), np.arange(6.0) * 2)
+    assert (c.lane_non_finite, c.reference_non_finite, c.first_lane_non_finite, c.first_reference_non_finite) == (
+        0, 0, -1, -1)
+    assert not c.non_finite
+
+
+def test_non_finite_rows_by_hand() -> None:
+    a = np.zeros((4, 3, 2), np.float32)
+    a[1, 2, 1] = np.inf
+    a[3, 0, 0] = np.nan
+    assert non_finite_rows(a).tolist() == [False, True, False, True]
+    assert non_finite_rows(np.zeros((3, 2), np.uint8)).tolist() == [False, False, False]
+    with pytest.raises(InputError, match="at least one axis"):
+        non_finite_rows(np.float32(1.0))
+
+
+@pytest.mark.parametrize("bad_rows", [[], [0], [5], [29], [3, 20]])
+def test_frames_fed_non_finite_matches_the_audio_tensors_themselves(bad_rows: list[int]) -> None:
+    # Independent reference: build every frame's audio tensor (PIPELINE.md stage 4) and look for NaN/Inf in it.
+    features = np.ones((30, 512), np.float32)
+    for r in bad_rows:
+        features[r, 7] = np.nan if r % 2 else np.inf
+    tensors = audio_tensors(features)
+    expected = ~np.isfinite(tensors.reshape(len(tensors), -1)).all(axis=1)
+    np.testing.assert_array_equal(frames_fed_non_finite(features), expected)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# scales float32 cannot carry
+
+
+def test_float32_limits_are_the_ieee_single_precision_ones() -> None:
+    # IEEE 754 binary32: largest finite (2 - 2^-23) * 2^127, smallest normal 2^-126.
+    assert FLOAT32_MAX == (2 - 2**-23) * 2.0**127
+    assert FLOAT32_TINY == 2.0**-126
+
+
+@pytest.mark.parametrize("scale, words", [
+    (1e308, "largest"), (3.5e38, "largest"), (1e-320, "smallest normal"), (1e-39, "smallest normal"),
+    (float("inf"), "finite"), (float("nan"), "finite"), (0.0, "> 0"), (-2.0, "> 0"), (True, "number"),
+    ("2", "number"),
+])
+def test_scales_float32_cannot_carry_are_refused_with_the_limit(scale: object, words: str) -> None:
+    problem = scale_problem(scale)
+    assert problem is not None and words in problem
+    with pytest.raises(InputError, match=r"^--scale: "):
+        check_scale(scale, "--scale")
+
+
+def test_scales_within_float32_pass_and_come_back_as_float() -> None:
+    for scale in (FLOAT32_TINY, 0.01, 1, 200.0, 3e38):
+        assert scale_problem(scale) is None
+        assert check_scale(scale) == float(scale)
+
+
+def test_feature_peak_is_the_largest_finite_magnitude() -> None:
+    assert feature_peak(np.array([[0.5, -7.0], [np.inf, np.nan]], np.float32)) == 7.0
+    assert feature_peak(np.array([np.nan, np.inf])) == 0.0
+    assert feature_peak(np.zeros(4)) == 0.0
+
+
+@pytest.mark.parametrize("peak", [1e-30, 1e-3, 1.0, 10.0, 1e30])
+@pytest.mark.parametrize("scale", [1e-37, 1e-30, 1e-8, 1.0, 1e8, 1e10, 1e30, 1e37, 3e38])
+def test_the_product_check_agrees_with_float32_arithmetic(peak: float, scale: float) -> None:
+    # Independent reference: multiply in float32 exactly as a lane does, and look at what comes out.
+    features = np.array([peak, -peak / 2, 0.0], np.float32)
+    with np.errstate(over="ignore", under="ignore"):
+        product = features * np.float32(scale)
+    overflows = not np.isfinite(product).all()
+    vanishes = bool(np.abs(product[:2]).max() < FLOAT32_TINY)  # every non-zero feature 0 or denormal
+    problem = scale_problem(scale, feature_peak(features))
+    assert (problem is not None) == (overflows or vanishes), (peak, scale, product, problem)
+    if overflows:
+        assert "above float32's largest" in problem
+    if vanishes:
+        assert "every non-zero feature" in problem
+
+
+def test_all_zero_features_accept_any_representable_scale() -> None:
+    assert scale_problem(1e38, feature_peak(np.zeros(8, np.float32))) is None
