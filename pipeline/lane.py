@@ -21,6 +21,7 @@ from pipeline.audio import Audio, load_audio
 from pipeline.avatar import Avatar, GeneratorInput, paste_back, ping_pong_index, prepare_input
 from core.errors import InputError
 from pipeline.features import audio_tensors
+from pipeline.metrics import check_scale, feature_peak
 from pipeline.streaming import features_from_mel, streamed_melspectrogram
 from pipeline.session import LaneSpec, Session
 from pipeline.windows import mel_windows, num_windows
@@ -33,6 +34,7 @@ class RenderedFrame:
     image: np.ndarray  # [H, W, 3] uint8 BGR, the template frame with the generated mouth pasted back
     crop: np.ndarray  # [S, S, 3] uint8 BGR, the generator output as drawn (truncated to uint8)
     template_index: int
+    non_finite: int = 0  # NaN/Inf values in the generator output (drawn as 0 in ``crop``): the window counts them
 
 
 @dataclass(frozen=True)
@@ -160,6 +162,8 @@ class Lane:
         with self._lock:
             if self._scaled is None or self._scaled[0] != scale:
                 raw = self.raw_features()
+                if scale != 1.0:  # refuse a product float32 cannot carry (Inf, or every feature 0/denormal)
+                    check_scale(scale, f"lane {self.name!r}: scale", feature_peak(raw))
                 scaled = raw if scale == 1.0 else (raw * np.float32(scale)).astype(np.float32)
                 self._scaled = (scale, scaled)
             return self._scaled[1]
@@ -263,7 +267,8 @@ class Lane:
         prepared = self.generator_input(i)
         image = paste_back(avatar.frame(k), avatar.crop_box(k), prepared.resized_crop, out)
         crop = (np.clip(np.nan_to_num(out, nan=0.0), 0.0, 1.0) * 255.0).astype(np.uint8).transpose(1, 2, 0)
-        return RenderedFrame(image=image, crop=np.ascontiguousarray(crop), template_index=k)
+        bad = int(out.size - np.count_nonzero(np.isfinite(out)))
+        return RenderedFrame(image=image, crop=np.ascontiguousarray(crop), template_index=k, non_finite=bad)
 
     def _dumped_frame(self, i: int, avatar: Avatar, k: int, dump: OutputDump) -> RenderedFrame:
         """A final frame from a dump, shown as it is; its 'crop' is the crop box's region of that frame."""
