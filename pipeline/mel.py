@@ -2,8 +2,10 @@
 
 Written in plain numpy (no librosa at run time) so the app can show, and the tests can pin, every constant the
 ported pipelines disagree on: the mel scale, the FFT size, the centre padding and the dB normalisation.
-Everything is computed in float64 and only the result is cast to float32, so our reference is limited by the
-model's input precision, not by our own rounding.
+Every step is the reference's own arithmetic, so the result equals the reference's (SyncTalk_2D utils.py:
+scipy lfilter, librosa.stft, np.dot with librosa's float32 filter bank, its dB and normalisation expressions)
+bit for bit: the magnitudes and mel values in float64, and the float32 the encoder sees. tests/test_mel.py checks
+that against the reference's own calls (tests/reference_calls.py).
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ PREEMPHASIS = 0.97
 MIN_LEVEL_DB = -100.0
 REF_LEVEL_DB = 20.0
 MAX_ABS_VALUE = 4.0
-AMPLITUDE_FLOOR = 1e-5
+# The reference writes its floor as np.exp(-5 * np.log(10)), which is 9.99999999999998e-06, not 1e-5. Anything
+# that low is clipped to -4 afterwards, so it never shows; it is kept literal so no step differs from the reference.
+AMPLITUDE_FLOOR = float(np.exp(-5 * np.log(10)))
 
 PadMode = Literal["constant", "reflect"]
 PAD_MODES: tuple[str, ...] = ("constant", "reflect")
@@ -70,14 +74,21 @@ def _cached_filterbank() -> np.ndarray:
     # Slaney area normalisation: each triangle gets height 2 / (its width in Hz), so every band has the same area
     # and a flat spectrum gives a flat mel spectrum.
     area_norm = 2.0 / (right - left)
-    bank = triangles * area_norm
+    # float32, rounded where librosa.filters.mel rounds (its default dtype, and the bank the reference multiplies
+    # with): the triangles are stored into a float32 array, then scaled in place by the float64 area factors, so
+    # each weight is rounded twice. Float64 weights moved about 15 % of the float32 mel values by one ULP against
+    # the reference; rounding only the final product still left 184 weights one float32 ULP off.
+    bank = triangles.astype(np.float32)
+    bank *= area_norm
     bank.setflags(write=False)
     return bank
 
 
 def mel_filterbank() -> np.ndarray:
-    """The [80, 401] float64 mel filter bank (Slaney scale and area normalisation, 55-7600 Hz, n_fft 800).
+    """The [80, 401] float32 mel filter bank (Slaney scale and area normalisation, 55-7600 Hz, n_fft 800).
 
+    float32 because that is the bank the reference multiplies with (librosa.filters.mel's default dtype); the
+    product itself runs in float64 (numpy promotes it against the float64 magnitudes), as in the reference.
     Built once and cached because every lane of every session uses the same one; the returned array is read-only
     so that no caller can corrupt the shared copy.
     """
@@ -86,8 +97,11 @@ def mel_filterbank() -> np.ndarray:
 
 @lru_cache(maxsize=1)
 def _cached_hann() -> np.ndarray:
-    n = np.arange(WIN_LENGTH, dtype=np.float64)
-    window = 0.5 - 0.5 * np.cos(2.0 * np.pi * n / WIN_LENGTH)
+    # 0.5 - 0.5 cos(2 pi n / 800), evaluated the way scipy.signal.get_window("hann", 800) (librosa.stft's window)
+    # evaluates it: 0.5 + 0.5 cos(x) on 801 points spaced evenly over [-pi, pi], the last one dropped. The textbook
+    # expression rounds about 500 of the 800 weights differently, which moved most STFT magnitudes by an ULP.
+    angles = np.linspace(-np.pi, np.pi, WIN_LENGTH + 1)[:WIN_LENGTH]
+    window = 0.5 + 0.5 * np.cos(angles)
     window.setflags(write=False)
     return window
 
@@ -147,25 +161,22 @@ def stft_magnitude(samples: np.ndarray, pad_mode: PadMode = "constant", emphasis
 
 
 def normalise_db(mel_magnitude: np.ndarray) -> np.ndarray:
-    """Magnitude -> 20 log10(max(1e-5, M)) - 20 -> clip(8 (S + 100) / 100 - 4, -4, 4), as a new float64 array."""
+    """Magnitude -> 20 log10(max(1e-5, M)) - 20 -> clip(8 ((S + 100) / 100) - 4, -4, 4), as a new float64 array.
+
+    The reference's expressions (_amp_to_db, then _normalize: ``(2 * 4.) * ((S - -100) / (--100)) - 4.``) in the
+    reference's order, one operation at a time in place (a minute of audio is 384,000 values). A shortcut such as
+    ln(m) * 20 / ln 10 or a folded 8 / 100 factor changes half of the float64 values by an ULP.
+    """
     level_db = np.maximum(mel_magnitude, AMPLITUDE_FLOOR)
-    # 20 log10(m) as (20 / ln 10) ln(m): the natural log is about twice as fast here and differs by ~1e-15.
-    np.log(level_db, out=level_db)
-    level_db *= 20.0 / np.log(10.0)
+    np.log10(level_db, out=level_db)
+    level_db *= 20
     level_db -= REF_LEVEL_DB
-    # The same affine map written step by step, in place: a minute of audio is 384,000 values.
     scaled = level_db
-    scaled -= MIN_LEVEL_DB
-    scaled *= 2.0 * MAX_ABS_VALUE / (-MIN_LEVEL_DB)
+    scaled -= MIN_LEVEL_DB  # S - -100
+    scaled /= -MIN_LEVEL_DB  # / (--100)
+    scaled *= 2 * MAX_ABS_VALUE  # (2 * 4.) * (...)
     scaled -= MAX_ABS_VALUE
     return np.clip(scaled, -MAX_ABS_VALUE, MAX_ABS_VALUE, out=scaled)
-
-
-@lru_cache(maxsize=1)
-def _nonzero_bins() -> slice:
-    """The FFT bins any mel band touches (about 2..380 of 401): the rest multiply by zero, so we skip them."""
-    touched = np.flatnonzero(mel_filterbank().any(axis=0))
-    return slice(int(touched[0]), int(touched[-1]) + 1)
 
 
 def melspectrogram(samples: np.ndarray, pad_mode: PadMode = "constant") -> np.ndarray:
@@ -195,6 +206,9 @@ def mel_from_magnitude(magnitude: np.ndarray) -> np.ndarray:
     Shared by melspectrogram and the chunked front end (pipeline/streaming.py), so a long clip's mel computed in
     chunks runs exactly these operations and stays bit-identical to the whole-clip mel.
     """
-    bins = _nonzero_bins()
-    mel = magnitude[:, bins] @ mel_filterbank()[:, bins].T
+    # The reference's np.dot(_mel_basis, |D|): the float32 bank times the [401, T] magnitudes, summed in float64 by
+    # the same BLAS call on the same memory layout (magnitude.T of a C-ordered [T, 401] is the reference's
+    # Fortran-ordered |D|). Skipping the all-zero bins, or multiplying in the other orientation, sums in another
+    # order and changes a few hundred float64 values per clip by an ULP.
+    mel = np.dot(mel_filterbank(), np.asarray(magnitude, dtype=np.float64).T).T
     return normalise_db(mel).astype(np.float32)

@@ -1,0 +1,102 @@
+"""The reference pipeline's own calls, written here in the reference's own form, as test references.
+
+The reference is SyncTalk_2D (its inference_328.py and the Wav2Lip-derived mel code in its utils.py) and, for the
+160 model, its ancestor Ultralight-Digital-Human. A test that re-derives a stage (a "cleaner" expression, a
+float64 filter bank, `80 * i / 25` instead of `80. * (i / float(25))`, the two-point cv2.rectangle) can agree with
+our code and still disagree with the reference: that is how the mask bug got through. So every function below
+makes the call the reference makes: the same function, the same argument form (positional where the reference
+is positional), the same default dtypes (librosa's float32 filter bank, scipy's float64 lfilter output), and the
+same literal expressions in the same evaluation order. Nothing here is shared with pipeline/: a test compares
+our implementation against these.
+
+Where a call depends on the installed library's defaults (librosa.stft's pad mode is "constant" from 0.10 on,
+"reflect" before 0.9), the tests pass the mode they mean explicitly; the reference call itself passes none.
+"""
+
+from __future__ import annotations
+
+import librosa
+import librosa.filters
+import numpy as np
+from scipy import signal
+
+# --- stage 1: utils.py (Wav2Lip's audio.py with the hparams written in) --------------------------------------------
+
+
+def load_wav(path: str, sr: int = 16000) -> np.ndarray:
+    """The reference's load: librosa.core.load(path, sr=sr)[0] (float32 mono, soxr_hq resampling)."""
+    return librosa.core.load(path, sr=sr)[0]
+
+
+def preemphasis(wav: np.ndarray, k: float = 0.97) -> np.ndarray:
+    """signal.lfilter([1, -k], [1], wav): float64 output for float32 input, because the taps are Python floats."""
+    return signal.lfilter([1, -k], [1], wav)
+
+
+def _stft(y: np.ndarray, pad_mode: str | None = None) -> np.ndarray:
+    """librosa.stft(y=y, n_fft=800, hop_length=200, win_length=800): default hann window, center=True.
+
+    pad_mode None is the reference's call exactly (the installed librosa's default); a mode pins one era.
+    """
+    if pad_mode is None:
+        return librosa.stft(y=y, n_fft=800, hop_length=200, win_length=800)
+    return librosa.stft(y=y, n_fft=800, hop_length=200, win_length=800, pad_mode=pad_mode)
+
+
+def _build_mel_basis() -> np.ndarray:
+    """librosa.filters.mel(sr=16000, n_fft=800, n_mels=80, fmin=55, fmax=7600): float32, librosa's default dtype."""
+    return librosa.filters.mel(sr=16000, n_fft=800, n_mels=80, fmin=55, fmax=7600)
+
+
+def _linear_to_mel(spectogram: np.ndarray) -> np.ndarray:
+    """np.dot(float32 basis, float64 magnitudes): numpy promotes the basis, so the sum runs in float64."""
+    return np.dot(_build_mel_basis(), spectogram)
+
+
+def _amp_to_db(x: np.ndarray) -> np.ndarray:
+    """20 * np.log10(np.maximum(min_level, x)) with min_level = np.exp(-5 * np.log(10)) (9.99999999999998e-06)."""
+    min_level = np.exp(-5 * np.log(10))
+    return 20 * np.log10(np.maximum(min_level, x))
+
+
+def _normalize(S: np.ndarray) -> np.ndarray:
+    """np.clip((2 * 4.) * ((S - -100) / (--100)) - 4., -4., 4.): Wav2Lip's symmetric, clipped normalisation."""
+    return np.clip((2 * 4.0) * ((S - -100) / (--100)) - 4.0, -4.0, 4.0)
+
+
+def melspectrogram(wav: np.ndarray, pad_mode: str | None = None) -> np.ndarray:
+    """The reference's mel [80, T] (float64): _normalize(_amp_to_db(_linear_to_mel(|_stft(preemphasis(wav))|)) - 20)."""
+    D = _stft(preemphasis(wav, 0.97), pad_mode)
+    S = _amp_to_db(_linear_to_mel(np.abs(D))) - 20
+    return _normalize(S)
+
+
+def orig_mel(wav: np.ndarray, pad_mode: str | None = None) -> np.ndarray:
+    """AudDataset.orig_mel: melspectrogram(wav).T, [T, 80] float64 (the float32 cast happens per window)."""
+    return melspectrogram(wav, pad_mode).T
+
+
+# --- stage 2: AudDataset ------------------------------------------------------------------------------------------
+
+
+def data_len(num_mel_frames: int) -> int:
+    """AudDataset.data_len: int((self.orig_mel.shape[0] - 16) / 80. * float(25)) + 2."""
+    return int((num_mel_frames - 16) / 80.0 * float(25)) + 2
+
+
+def crop_audio_window(spec: np.ndarray, start_frame_num: int) -> np.ndarray:
+    """AudDataset.crop_audio_window: start int(80. * (i / float(25))), slid back to end at T where it runs past."""
+    start_idx = int(80.0 * (start_frame_num / float(25)))
+    end_idx = start_idx + 16
+    if end_idx > spec.shape[0]:
+        end_idx = spec.shape[0]
+        start_idx = end_idx - 16
+    return spec[start_idx:end_idx, :]
+
+
+def encoder_input(orig: np.ndarray, idx: int) -> np.ndarray:
+    """AudDataset.__getitem__: torch.FloatTensor(mel.T).unsqueeze(0), here as numpy: [1, 80, 16] float32."""
+    mel = crop_audio_window(orig.copy(), idx)
+    if mel.shape[0] != 16:
+        raise ValueError("mel.shape[0] != 16")
+    return np.asarray(mel.T, dtype=np.float32)[None]
