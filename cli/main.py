@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import re
 import sys
+import threading
+import time
 import traceback
 from pathlib import Path
 
@@ -16,8 +20,8 @@ from core.errors import InputError
 
 # Each module defines register(subparsers) and run(args) -> int. Missing modules are skipped so a partial install
 # (for example without the Core ML tools) still runs the rest.
-SUBCOMMAND_MODULES = ("cli.report", "cli.dump", "cli.inspect", "cli.diff_weights")
-SUBCOMMANDS = ("report", "dump", "inspect", "diff-weights")
+SUBCOMMAND_MODULES = ("cli.report", "cli.dump", "cli.inspect", "cli.diff_weights", "cli.render")
+SUBCOMMANDS = ("report", "dump", "inspect", "diff-weights", "render")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,10 +50,11 @@ def run(argv: list[str]) -> int:
         if not argv or (argv[0] not in SUBCOMMANDS and not argv[0].startswith("-")):
             return _run_gui(argv)
         parser = build_parser()
-        args = parser.parse_args(argv)
+        args = parser.parse_args(join_negative_values(argv))
         if not getattr(args, "func", None):
             parser.print_help()
             return 2
+        start_time_limit(getattr(args, "time_limit", None))
         return int(args.func(args) or 0)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -61,10 +66,88 @@ def run(argv: list[str]) -> int:
         return 0
     except SystemExit as exc:  # argparse: 2 for usage errors, 0 for --help
         return int(exc.code) if isinstance(exc.code, int) else 2
+    except ModuleNotFoundError as exc:
+        message = missing_dependency_message(exc)
+        if message is None:
+            return _unexpected()
+        print(f"error: {message}", file=sys.stderr)
+        return 2
     except Exception:  # noqa: BLE001 - the contract: unexpected failures exit 1 with details
-        traceback.print_exc()
-        print("error: unexpected failure (this is a bug in lipsync-compare; the details are above)", file=sys.stderr)
-        return 1
+        return _unexpected()
+
+
+def _unexpected() -> int:
+    """Exit 1 with the traceback, and a crash log a user can attach to a bug report."""
+    traceback.print_exc()
+    from core.crash_log import write_crash_log
+
+    log = write_crash_log(sys.exc_info(), context="command line: " + " ".join(sys.argv))
+    where = f"; a crash log for the bug report is in {log}" if log else ""
+    print(f"error: unexpected failure (this is a bug in lipsync-compare; the details are above{where})",
+          file=sys.stderr)
+    return 1
+
+
+# Import names of the Python packages the app needs -> what pip calls them.
+PIP_NAMES = {"soundfile": "soundfile", "soxr": "soxr", "sounddevice": "sounddevice", "onnx": "onnx",
+             "onnxruntime": "onnxruntime", "coremltools": "coremltools", "cv2": "opencv-python-headless",
+             "numpy": "numpy", "PySide6": "PySide6-Essentials", "pyqtgraph": "pyqtgraph", "tomli_w": "tomli-w",
+             "platformdirs": "platformdirs", "torch": "torch", "av": "av"}
+
+
+def missing_dependency_message(exc: ModuleNotFoundError) -> str | None:
+    """One install message for a third-party package this Python lacks; None for our own modules (a bug)."""
+    top = (exc.name or "").split(".")[0]
+    if top not in PIP_NAMES:
+        return None
+    return (f"the Python package {PIP_NAMES[top]!r} is not installed for {sys.executable}; expected the set-up's "
+            "environment: run `bash tools/run.sh` once, then `.venv/bin/lipsync-compare ...` (or "
+            f"`{sys.executable} -m pip install {PIP_NAMES[top]}` into this Python)")
+
+
+# `--frames -5:` : argparse takes a value starting with '-' for an option unless it looks like a number.
+_VALUE_OPTIONS_WITH_NEGATIVES = ("--frames",)
+_NEGATIVE_RANGE = re.compile(r"^-\d*:-?\d*$")
+
+
+def join_negative_values(argv: list[str]) -> list[str]:
+    """['--frames', '-5:'] -> ['--frames=-5:'], so a range from the end needs no '=' form."""
+    joined: list[str] = []
+    index = 0
+    while index < len(argv):
+        item = argv[index]
+        if (item in _VALUE_OPTIONS_WITH_NEGATIVES and index + 1 < len(argv)
+                and _NEGATIVE_RANGE.match(argv[index + 1])):
+            joined.append(f"{item}={argv[index + 1]}")
+            index += 2
+            continue
+        joined.append(item)
+        index += 1
+    return joined
+
+
+TIME_LIMIT_GRACE_S = 10.0  # after asking the runtimes to stop: how long before the process is ended regardless
+
+
+def start_time_limit(seconds: float | None) -> None:
+    """After ``seconds``: stop the running models (onnxruntime's RunOptions.terminate), then, if the command has
+    still not returned after a grace period (a runtime without a cancel hook), end the process with the message."""
+    if seconds is None:
+        return
+    from core import limits
+
+    message = (f"--time-limit {seconds:g} s reached: the command was stopped (a model that runs this long may "
+               "never finish, for example a Loop without an end; raise --time-limit if it is just slow)")
+
+    def _expire() -> None:
+        limits.expire(message)
+        time.sleep(TIME_LIMIT_GRACE_S)
+        print(f"error: {message}", file=sys.stderr, flush=True)
+        os._exit(2)
+
+    timer = threading.Timer(seconds, _expire)
+    timer.daemon = True
+    timer.start()
 
 
 def _run_gui(argv: list[str]) -> int:
