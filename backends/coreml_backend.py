@@ -25,7 +25,7 @@ from core.errors import InputError
 
 from core.constants import FEATURE_WIDTH
 from core.interfaces import Provenance, checked_generator_inputs, checked_windows
-from .coreml_emulator import PRECISION_MODES, TranslatedModel, _quiet_coremltools, load_spec, translate
+from .coreml_emulator import PRECISION_MODES, TranslatedModel, _quiet_coremltools, load_spec, translate, translate_cached
 from .shapes import TensorInfo, find_encoder_tensors, find_generator_tensors
 
 COMPUTE_UNITS = {"cpu_only": "CPU_ONLY", "cpu_and_gpu": "CPU_AND_GPU", "cpu_and_ne": "CPU_AND_NE", "all": "ALL"}
@@ -77,7 +77,8 @@ class _EmulatedRunner:
         import onnxruntime as ort
 
         self.label = path.name
-        self.translated: TranslatedModel = translate(path, precision)
+        # Cached by the package's content: a second start reads the ONNX translation and imports no coremltools.
+        self.translated: TranslatedModel = translate_cached(path, precision)
         options = ort.SessionOptions()
         options.log_severity_level = 3
         if threads:
@@ -162,24 +163,29 @@ class _CoreMLModel:
         self.compute_unit = _check_compute_unit(compute_unit)
         self.mode = resolve_mode(mode)
         self.label = f"{role} {self.path.name}"
-        load_spec(self.path)  # a missing or unreadable file is an InputError before anything else
         if self.mode == "native":
+            load_spec(self.path)  # a missing or unreadable file is an InputError before anything else
             if precision != "as_stored":
                 raise InputError(f"Core ML precision {precision!r}: expected 'as_stored' in native mode (Core ML decides), found {precision!r}")
             self.runner: Any = _NativeRunner(self.path, self.compute_unit)
             self.precision = _spec_precision(self.path)
             self.runtime, provider = "coreml-native", COMPUTE_UNITS[self.compute_unit].lower()
-            version = coremltools_version()
+            version = tools_version = coremltools_version()
         else:
+            # The emulated path reads coremltools' version from the translation (cached ones record it), so a cache
+            # hit never imports coremltools (nor the torch it pulls in).
             self.runner = _EmulatedRunner(self.path, precision, threads)
             self.precision = self.runner.translated.precision
             self.runtime = "coreml-emulated"
             provider = "cpu (emulated)"
-            version = f"coremltools {coremltools_version()} + onnxruntime {self.runner.ort_version}"
+            tools_version = self.runner.translated.details.get("coremltools", "unknown")
+            version = f"coremltools {tools_version} + onnxruntime {self.runner.ort_version}"
         self._base = dict(runtime=self.runtime, version=version, provider=provider, precision=self.precision,
                           source=str(self.path))
         self._details = {"compute_unit": self.compute_unit if self.mode == "native" else f"{self.compute_unit} (not used when emulated)",
-                         "coremltools": coremltools_version()}
+                         "coremltools": tools_version}
+        if self.mode != "native":
+            self._details["translation"] = self.runner.translated.details.get("translation", "fresh")
 
     def _provenance(self, details: dict[str, str]) -> Provenance:
         return Provenance(**self._base, details={**self._details, **details})

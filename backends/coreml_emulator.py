@@ -137,6 +137,107 @@ def translate(path: str | Path, precision: str = "as_stored") -> TranslatedModel
     )
 
 
+# -- the translation cache ------------------------------------------------------------------------------------
+# Translating a package imports coremltools (which imports torch when it is installed: 4-19 s) and walks its whole
+# program; a second start of the app must not pay that again. The translation is stored under a key made of the
+# package's own bytes, the precision mode and this translator's source, so an edited model or a changed translator
+# is simply a different key and a stale entry can never be used.
+CACHE_ENV = "LIPSYNC_COMPARE_CACHE_DIR"
+_CACHE_FORMAT = 1
+
+
+def cache_dir() -> Path:
+    """Where translations are kept: $LIPSYNC_COMPARE_CACHE_DIR/coreml, else the platform's user cache folder."""
+    import os
+
+    override = os.environ.get(CACHE_ENV)
+    if override:
+        return Path(override) / "coreml"
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("lipsync-compare", appauthor=False)) / "coreml"
+
+
+def _files_of(path: Path) -> list[Path]:
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*") if p.is_file())
+    return [path]
+
+
+def content_key(path: str | Path, precision: str) -> str:
+    """sha256 of the model's content (every file of a package, with its relative path), the precision mode, and
+    this translator's source code."""
+    import hashlib
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"Core ML model: expected an existing .mlpackage or .mlmodel, found no file at {path}")
+    digest = hashlib.sha256(f"format {_CACHE_FORMAT} precision {precision}\n".encode())
+    digest.update(Path(__file__).read_bytes())
+    for item in _files_of(path):
+        relative = item.relative_to(path).as_posix() if path.is_dir() else item.name
+        digest.update(f"\n{relative} {item.stat().st_size}\n".encode())
+        with open(item, "rb") as stream:
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _read_cached(key: str) -> TranslatedModel | None:
+    folder = cache_dir()
+    try:
+        meta = json.loads((folder / f"{key}.json").read_text(encoding="utf-8"))
+        onnx_bytes = (folder / f"{key}.onnx").read_bytes()
+        if meta.get("format") != _CACHE_FORMAT or len(onnx_bytes) != meta.get("onnx_size"):
+            return None
+        return TranslatedModel(
+            onnx_bytes=onnx_bytes, kind=meta["kind"],
+            inputs={k: tuple(v) for k, v in meta["inputs"].items()},
+            outputs={k: (tuple(v) if v is not None else None) for k, v in meta["outputs"].items()},
+            precision=meta["precision"], op_counts=dict(meta["op_counts"]), batchable=bool(meta["batchable"]),
+            details={**meta["details"], "translation": "cached", "coremltools": meta["coremltools"]},
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # no entry, or a damaged one: translate again
+
+
+def _write_cached(key: str, model: TranslatedModel, coremltools_version: str) -> None:
+    """Best effort: a read-only or full cache folder costs the next start its speed, never this lane."""
+    from core.safe_write import write_bytes, write_text
+
+    meta = {
+        "format": _CACHE_FORMAT, "kind": model.kind, "inputs": model.inputs, "outputs": model.outputs,
+        "precision": model.precision, "op_counts": model.op_counts, "batchable": model.batchable,
+        "details": model.details, "coremltools": coremltools_version, "onnx_size": len(model.onnx_bytes),
+    }
+    folder = cache_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        write_bytes(folder / f"{key}.onnx", model.onnx_bytes, force=True, what="Core ML translation cache")
+        write_text(folder / f"{key}.json", json.dumps(meta), force=True, what="Core ML translation cache")
+    except (OSError, InputError) as error:
+        logging.getLogger(__name__).warning("Core ML translation not cached in %s: %s", folder, error)
+
+
+def translate_cached(path: str | Path, precision: str = "as_stored") -> TranslatedModel:
+    """translate(path, precision), from the cache when this exact content was translated before.
+
+    A hit imports neither coremltools nor torch: it reads one ONNX file and a small JSON record. details carries
+    "translation": "cached" or "fresh", and "coremltools": the version that made the translation.
+    """
+    if precision not in PRECISION_MODES:
+        raise InputError(f"Core ML precision: expected one of {PRECISION_MODES}, found {precision!r}")
+    key = content_key(path, precision)
+    cached = _read_cached(key)
+    if cached is not None:
+        return cached
+    model = translate(path, precision)
+    version = str(_quiet_coremltools().__version__)
+    _write_cached(key, model, version)
+    model.details = {**model.details, "translation": "fresh", "coremltools": version}
+    return model
+
+
 class _GraphBuilder:
     """Accumulates ONNX nodes and initializers, and the fp16 rounding steps, for both translators."""
 
