@@ -1,6 +1,8 @@
-"""One lane's column: title (sources, scale, provenance), the picture, a late-frame marker, errors, scale control.
+"""One lane's column: title (sources, scale, provenance), the picture, a late-frame marker, errors, scale control,
+and a red count of the NaN/Inf values the lane produced (features and generator pixels).
 
-A lane that fails shows its reason here, in its own place, so the other lanes keep playing beside it.
+A lane that fails shows its reason here, in its own place, so the other lanes keep playing beside it. A lane with
+NaN/Inf still plays (NaN pixels are drawn black), so the count is what tells it apart from a lane that matches.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QMenu, QSizePolicy, QStackedWidget, QToolButton,
                                QVBoxLayout, QWidget)
 
+from pipeline.metrics import feature_peak, frames_fed_non_finite
 from ui.scale_control import ScaleControl
 
 
@@ -99,8 +102,17 @@ class LaneView(QFrame):
         self.late_marker.setStyleSheet("color: #f29900; font-weight: bold;")
         self.late_marker.setToolTip("Rendering is behind the playhead: this is the lane's latest frame")
         self.late_marker.setVisible(False)
+        self.non_finite_marker = QLabel("")
+        self.non_finite_marker.setStyleSheet("color: #f28b82; font-weight: bold;")
+        self.non_finite_marker.setWordWrap(True)
+        self.non_finite_marker.setVisible(False)
+        self.non_finite_features = 0  # NaN/Inf among the lane's features (unscaled; a refused scale adds none)
+        self.feature_peak: float | None = None  # largest finite |feature|: what the scale check needs
+        self._feature_frames = np.zeros(0, dtype=bool)  # frames whose audio input holds a NaN/Inf feature
+        self._pixel_counts: dict[int, int] = {}  # frame -> NaN/Inf values in its generator output, this scale
         status_row = QHBoxLayout()
         status_row.addWidget(self.status, 1)
+        status_row.addWidget(self.non_finite_marker)
         status_row.addWidget(self.late_marker)
 
         self.error = QLabel("")
@@ -152,6 +164,66 @@ class LaneView(QFrame):
         self.shown_index = index
         self.set_late(late)
         self.status.setText(f"frame {index} · scale {scale:g}×")
+
+    # -- NaN/Inf -----------------------------------------------------------------------------------------------
+    def set_features(self, raw_features: np.ndarray | None) -> None:
+        """The lane's unscaled features arrived: count their NaN/Inf, note the frames they reach, and hand the
+        largest |feature| to the scale control so it refuses scales float32 cannot carry for this lane."""
+        if raw_features is None:
+            self.non_finite_features, self.feature_peak = 0, None
+            self._feature_frames = np.zeros(0, dtype=bool)
+        else:
+            values = np.asarray(raw_features)
+            self.non_finite_features = int(values.size - np.count_nonzero(np.isfinite(values)))
+            self.feature_peak = feature_peak(values)
+            self._feature_frames = frames_fed_non_finite(values)
+        if hasattr(self.scale_control, "set_feature_peak"):
+            self.scale_control.set_feature_peak(self.feature_peak)
+        self._show_non_finite()
+
+    def note_frame(self, index: int, non_finite_pixels: int) -> None:
+        """A frame rendered at the lane's current scale, with this many NaN/Inf values in its generator output."""
+        if non_finite_pixels > 0:
+            self._pixel_counts[int(index)] = int(non_finite_pixels)
+            self._show_non_finite()
+        elif self._pixel_counts.pop(int(index), None) is not None:
+            self._show_non_finite()
+
+    def clear_frames(self) -> None:
+        """The scale changed: frames rendered before say nothing about the new ones."""
+        self._pixel_counts.clear()
+        self._show_non_finite()
+
+    def non_finite_frames(self, num_frames: int) -> np.ndarray:
+        """[num_frames] bool: frames fed a NaN/Inf feature or whose generator output held NaN/Inf (timeline row)."""
+        row = np.zeros(num_frames, dtype=bool)
+        count = min(num_frames, self._feature_frames.size)
+        row[:count] = self._feature_frames[:count]
+        for index in self._pixel_counts:
+            if 0 <= index < num_frames:
+                row[index] = True
+        return row
+
+    @property
+    def non_finite_pixels(self) -> int:
+        """NaN/Inf values in the generator outputs rendered so far at this scale."""
+        return sum(self._pixel_counts.values())
+
+    def _show_non_finite(self) -> None:
+        parts = []
+        if self.non_finite_features:
+            reach = np.flatnonzero(self._feature_frames)
+            where = f" (frames {reach[0]}–{reach[-1]})" if reach.size else ""
+            parts.append(f"{self.non_finite_features} NaN/Inf features{where}")
+        if self._pixel_counts:
+            first = min(self._pixel_counts)
+            parts.append(f"{self.non_finite_pixels} NaN/Inf pixels in {len(self._pixel_counts)} frames "
+                         f"(first {first})")
+        self.non_finite_marker.setText("⚠ " + " · ".join(parts) if parts else "")
+        self.non_finite_marker.setToolTip(
+            "This lane produced NaN or Inf values. NaN pixels are drawn black; the timeline marks the frames in red. "
+            "`report` never calls such a lane a match." if parts else "")
+        self.non_finite_marker.setVisible(bool(parts))
 
     def set_late(self, late: bool) -> None:
         self.is_late = late

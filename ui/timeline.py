@@ -1,4 +1,5 @@
-"""The timeline: waveform, playhead (drag to scrub), loop region, and which frames each lane has rendered.
+"""The timeline: waveform, playhead (drag to scrub), loop region, which frames each lane has rendered, and which
+frames hold NaN/Inf (red marks over the top half of the lane's row).
 
 The x axis is in video frames, so the playhead, the loop region and the rendered marks share one unit with the
 transport and the plots.
@@ -14,6 +15,7 @@ from PySide6.QtWidgets import QWidget
 from workspace.clock import FPS
 
 RENDERED_ROW_HEIGHT = 0.25
+NON_FINITE_COLOUR = (255, 64, 64, 255)  # a frame with NaN/Inf: red, whatever the lane's own colour
 LANE_COLOURS = ["#8ab4f8", "#f28b82", "#81c995", "#fdd663", "#c58af9", "#78d9ec"]
 
 
@@ -54,6 +56,12 @@ class Timeline(pg.PlotWidget):
             self.addItem(item)
         self._rendered = pg.ImageItem(axisOrder="row-major")
         self.addItem(self._rendered)
+        # Frames with NaN/Inf: a second, mostly transparent picture over the rendered rows, so the marks stay
+        # visible whether or not the frame is rendered yet.
+        self._non_finite = pg.ImageItem(axisOrder="row-major")
+        self._non_finite.setZValue(1)
+        self.addItem(self._non_finite)
+        self.non_finite_rows: list[np.ndarray] = []  # one bool row per lane, as last set (tests read it)
         self.loop_region = pg.LinearRegionItem(values=(0, 0), brush=pg.mkBrush(253, 214, 99, 50))
         self.loop_region.setZValue(-5)
         self.loop_region.setVisible(False)
@@ -100,6 +108,30 @@ class Timeline(pg.PlotWidget):
         self._rendered.setImage(np.ascontiguousarray(picture[::-1]), autoLevels=False, levels=(0, 255))
         height = RENDERED_ROW_HEIGHT * len(rows)
         self._rendered.setRect(pg.QtCore.QRectF(-0.5, -1.05 - height, self.num_frames, height * 0.95))
+        self._draw_non_finite()
+
+    def set_non_finite(self, rows: list[np.ndarray]) -> None:
+        """One boolean row per lane (True = the frame holds NaN/Inf: in its audio input or its generator output).
+
+        Drawn in red over the top half of the lane's rendered row; rows are in lane order, like ``set_rendered``.
+        """
+        self.non_finite_rows = [np.asarray(row, dtype=bool) for row in rows]
+        self._draw_non_finite()
+
+    def _draw_non_finite(self) -> None:
+        rows = self.non_finite_rows[: self._lane_count] if self._lane_count else []
+        if not rows or self.num_frames == 0 or not any(row.any() for row in rows):
+            self._non_finite.clear()
+            return
+        # Two image rows per lane: the top half red where the frame is bad, the bottom half transparent.
+        picture = np.zeros((2 * len(rows), self.num_frames, 4), dtype=np.uint8)
+        for r, row in enumerate(rows):
+            bad = np.zeros(self.num_frames, dtype=bool)
+            bad[: min(len(row), self.num_frames)] = row[: self.num_frames]
+            picture[2 * r, bad] = NON_FINITE_COLOUR
+        self._non_finite.setImage(np.ascontiguousarray(picture[::-1]), autoLevels=False, levels=(0, 255))
+        height = RENDERED_ROW_HEIGHT * len(rows)
+        self._non_finite.setRect(pg.QtCore.QRectF(-0.5, -1.05 - height, self.num_frames, height * 0.95))
 
     def set_loop(self, region: tuple[int, int] | None) -> None:
         self.loop_region.setVisible(region is not None)
