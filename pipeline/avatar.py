@@ -79,11 +79,15 @@ def _effective_region(frame: np.ndarray, box: CropBox) -> tuple[int, int, int, i
 
 
 def read_lms(path: str | Path) -> np.ndarray:
-    """Read a 110-point landmark file as int [110, 2] (x, y).
+    """Read a 110-point landmark file as int [110, 2] (x, y), with the reference's own dtype path.
 
-    Tolerant where files in the field differ harmlessly (float text such as "123.0", tabs or repeated spaces,
-    trailing blank lines), strict about the number of points because the crop uses points 1, 31 and 52 by index.
-    Float values are truncated toward zero, as the reference's float32 -> int32 cast does.
+    The reference parses each line with ``np.array(line.split(" "), dtype=np.float32)`` and then casts all of
+    them with ``np.array(lms_list, dtype=np.int32)``; we make those same two calls. The float32 step matters: text
+    such as "99.99999999" rounds to 100.0 in float32 and so becomes 100, where a float64 (or Python float) parse
+    would truncate it to 99 and shift the crop box by a pixel. Tolerant where files in the field differ
+    harmlessly (tabs or repeated spaces, which the reference's split(" ") would choke on, and trailing blank
+    lines), strict about the number of points because the crop uses points 1, 31 and 52 by index, and about
+    values the int32 cast cannot hold (the reference's cast of those is undefined).
     """
     path = Path(path)
     try:
@@ -97,26 +101,35 @@ def read_lms(path: str | Path) -> np.ndarray:
         lines.pop()
     if len(lines) != NUM_LANDMARKS:
         raise InputError(f"landmarks {path}: expected {NUM_LANDMARKS} lines 'x y', found {len(lines)}")
-    rows = [line.split() for line in lines]
-    if all(len(fields) == 2 for fields in rows):
+    fields = [line.split() for line in lines]
+    values = None
+    if all(len(pair) == 2 for pair in fields):
         try:
-            values = np.array(rows, dtype=np.float64)
+            # The reference's per-line np.array(..., dtype=np.float32), for all lines at once: numpy converts each
+            # string on its own, so the values are the same.
+            values = np.array(fields, dtype=np.float32)
         except ValueError:
             values = None
-        if values is not None and np.isfinite(values).all():
-            return values.astype(np.int64)  # truncates toward zero, like the reference's astype(np.int32)
-    # Slow path: names the first bad line, and parses text numpy and Python read differently (e.g. "1_0").
-    points = np.empty((NUM_LANDMARKS, 2), dtype=np.int64)
-    for number, fields in enumerate(rows):
-        try:
-            if len(fields) != 2 or not all(math.isfinite(float(v)) for v in fields):
-                raise ValueError
-        except ValueError:
-            raise InputError(
-                f"landmarks {path}: expected line {number + 1} to hold two numbers 'x y', found {lines[number].strip()!r}"
-            ) from None
-        points[number] = [int(float(v)) for v in fields]  # int() truncates toward zero too
-    return points
+    if values is None or not _fits_int32(values):
+        # Slow path: the same parse line by line, to name the first bad line.
+        for number, pair in enumerate(fields):
+            try:
+                row = np.array(pair, dtype=np.float32) if len(pair) == 2 else None
+            except ValueError:
+                row = None
+            if row is None or not _fits_int32(row):
+                raise InputError(
+                    f"landmarks {path}: expected line {number + 1} to hold two numbers 'x y', found "
+                    f"{lines[number].strip()!r} (finite pixel coordinates within the int32 range)"
+                )
+    # The reference's cast: float32 -> int32 truncates toward zero. int64 afterwards only so callers' arithmetic
+    # (ymin + width) cannot wrap.
+    return np.array(values, dtype=np.int32).astype(np.int64)
+
+
+def _fits_int32(values: np.ndarray) -> bool:
+    """True when every float32 value is finite and inside int32 (float32 holds +-2**31 exactly, so < is exact)."""
+    return bool(np.isfinite(values).all() and (np.abs(values) < np.float32(2**31)).all())
 
 
 def crop_box_from_landmarks(lms: np.ndarray) -> CropBox:

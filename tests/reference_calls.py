@@ -100,3 +100,63 @@ def encoder_input(orig: np.ndarray, idx: int) -> np.ndarray:
     if mel.shape[0] != 16:
         raise ValueError("mel.shape[0] != 16")
     return np.asarray(mel.T, dtype=np.float32)[None]
+
+
+# --- stage 4: get_audio_features (SyncTalk_2D, "ave": +-8 rows, zeros outside) ------------------------------------
+
+
+def get_audio_features(features: np.ndarray, index: int) -> np.ndarray:
+    """SyncTalk_2D's get_audio_features, with numpy in place of torch.from_numpy / torch.cat / torch.zeros_like.
+
+    Note the reference's quirk, kept: the zero block is zeros_like(auds[:pad]), so it can hold fewer than `pad`
+    rows when the array itself is shorter than the padding (a clip of under about 0.3 s); the reshape to
+    [32, 16, 16] then fails in the reference.
+    """
+    left = index - 8
+    right = index + 8
+    pad_left = 0
+    pad_right = 0
+    if left < 0:
+        pad_left = -left
+        left = 0
+    if right > features.shape[0]:
+        pad_right = right - features.shape[0]
+        right = features.shape[0]
+    auds = features[left:right]
+    if pad_left > 0:
+        auds = np.concatenate([np.zeros_like(auds[:pad_left]), auds], axis=0)
+    if pad_right > 0:
+        auds = np.concatenate([auds, np.zeros_like(auds[:pad_right])], axis=0)
+    return auds
+
+
+def audio_feats(outputs: np.ndarray) -> np.ndarray:
+    """inference_328.py: torch.cat([first_frame.repeat(1, 1), outputs, last_frame.repeat(1, 1)], dim=0)."""
+    first_frame, last_frame = outputs[:1], outputs[-1:]
+    return np.concatenate([np.tile(first_frame, (1, 1)), outputs, np.tile(last_frame, (1, 1))], axis=0)
+
+
+# --- stage 5: landmarks, crop, resize, mask, tensor (inference_328.py; the 160 model's inference.py) ---------------
+
+
+def read_lms(lms_path: str) -> np.ndarray:
+    """The reference's parse: per line np.array(line.split(" "), dtype=np.float32), then np.array(..., np.int32)."""
+    lms_list = []
+    with open(lms_path, "r") as f:
+        lines = f.read().splitlines()
+        for line in lines:
+            arr = line.split(" ")
+            arr = np.array(arr, dtype=np.float32)
+            lms_list.append(arr)
+    lms = np.array(lms_list, dtype=np.int32)
+    return lms
+
+
+def crop_box(lms: np.ndarray) -> tuple[int, int, int, int]:
+    """(xmin, ymin, xmax, ymax): xmin = lms[1][0], ymin = lms[52][1], xmax = lms[31][0], ymax = ymin + width."""
+    xmin = lms[1][0]
+    ymin = lms[52][1]
+    xmax = lms[31][0]
+    width = xmax - xmin
+    ymax = ymin + width
+    return int(xmin), int(ymin), int(xmax), int(ymax)

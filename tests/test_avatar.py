@@ -27,6 +27,7 @@ from pipeline.avatar import (
     read_lms,
 )
 from core.errors import InputError
+from tests import reference_calls as reference
 from tests.builders.avatar import crop_rectangle, landmarks_for, make_dataset, write_lms
 
 
@@ -154,6 +155,58 @@ def test_read_lms_names_a_bad_line(tmp_path: Path, bad: str) -> None:
 def test_read_lms_missing_file(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="found no file"):
         read_lms(tmp_path / "nope.lms")
+
+
+def write_reference_form_lms(path: Path, lines: list[str]) -> None:
+    """Lines joined with single spaces and newlines: the form the reference's line.split(" ") can parse."""
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        # float32 rounds these to the next integer before the int32 cast; a float64 parse truncates them instead.
+        ("99.99999999", 100),
+        ("-99.99999999", -100),
+        ("255.99999999", 256),
+        # Already exact in float32, or rounding down: plain truncation toward zero.
+        ("99.9999", 99),
+        ("-3.7", -3),
+        ("16777217", 16777216),  # above 2**24 float32 has no odd integers: the reference loses the 1
+    ],
+)
+def test_read_lms_takes_the_references_float32_path(tmp_path: Path, text: str, expected: int) -> None:
+    lines = [f"{i} {i + 1}" for i in range(110)]
+    lines[1] = f"{text} 7"
+    lines[52] = f"8 {text}"
+    path = tmp_path / "0.lms"
+    write_reference_form_lms(path, lines)
+    by_reference = reference.read_lms(str(path))
+    got = read_lms(path)
+    np.testing.assert_array_equal(got, by_reference)
+    assert got[1, 0] == by_reference[1][0] == expected and got[52, 1] == expected
+
+
+def test_read_lms_equals_the_references_parse_on_float_landmark_files(tmp_path: Path) -> None:
+    # Detector output written with many decimals, as PFLD landmark files often are, including near-integers.
+    rng = np.random.default_rng(21)
+    values = rng.uniform(-30, 1300, size=(110, 2))
+    values[::7] = np.round(values[::7]) - 1e-8
+    path = tmp_path / "5.lms"
+    write_reference_form_lms(path, [f"{float(x)!r} {float(y)!r}" for x, y in values])
+    by_reference = reference.read_lms(str(path))
+    np.testing.assert_array_equal(read_lms(path), by_reference)
+    assert crop_box_from_landmarks(read_lms(path)).as_list() == list(reference.crop_box(by_reference))
+
+
+@pytest.mark.parametrize("bad", ["3e9 4", "5 -2147483648.0", "1e39 0"])
+def test_read_lms_rejects_coordinates_the_int32_cast_cannot_hold(tmp_path: Path, bad: str) -> None:
+    lines = [f"{i} {i}" for i in range(110)]
+    lines[9] = bad
+    path = tmp_path / "2.lms"
+    write_reference_form_lms(path, lines)
+    with pytest.raises(InputError, match=rf"line 10 to hold two numbers 'x y', found '{bad}' \(finite pixel"):
+        read_lms(path)
 
 
 # ---------------------------------------------------------------------------------------------------------------
