@@ -7,6 +7,8 @@ shows, so the user must see them next to every result.
 
 from __future__ import annotations
 
+import threading
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +123,28 @@ def _tensor_infos(nodes: list[Any]) -> list[TensorInfo]:
     return infos
 
 
+class _SharedSession:
+    """One onnxruntime session and the file's facts, shared by every lane that opens the same file the same way."""
+
+    def __init__(self, session: Any, opset: str, precision: str) -> None:
+        self.session = session
+        self.opset = opset
+        self.precision = precision
+
+
+# Two lanes of one model (the demo's lanes share generator.onnx) would otherwise each parse the file and build a
+# session: twice the start-up time and twice the weights in memory. Sessions are safe to run from several threads.
+# Weak values: a session lives as long as some lane uses it. The key includes the file's size and mtime, so a model
+# rewritten on disk gets a new session.
+_SESSIONS: "weakref.WeakValueDictionary[tuple[Any, ...], _SharedSession]" = weakref.WeakValueDictionary()
+_SESSIONS_LOCK = threading.Lock()
+
+
+def _session_key(path: Path, provider_name: str, threads: int | None) -> tuple[Any, ...]:
+    stat = path.stat()
+    return (str(path.resolve()), stat.st_size, stat.st_mtime_ns, provider_name, threads)
+
+
 class _OnnxModel:
     """An onnxruntime session plus the facts every provenance needs; shared by the encoder and the generator."""
 
@@ -133,16 +157,35 @@ class _OnnxModel:
             raise InputError(f"{role} {self.path}: expected an .onnx file, found a directory")
         if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
             raise InputError(f"{role} {self.path.name}: threads must be a positive whole number, found {threads!r}")
-        self.opset, self.precision = _model_facts(self.path, role)
         ort = _ort()
         provider_name = resolve_provider(provider)
+        self.requested_provider = provider
+        key = _session_key(self.path, provider_name, threads)
+        with _SESSIONS_LOCK:
+            shared = _SESSIONS.get(key)
+            if shared is None:
+                shared = self._open(ort, provider_name, threads, role)
+                _SESSIONS[key] = shared
+        self._shared = shared  # holds the shared session alive while this model exists
+        self.session = shared.session
+        self.opset, self.precision = shared.opset, shared.precision
+        used = self.session.get_providers()
+        self.provider = used[0] if used else provider_name
+        self.version = ort.__version__
+        self.threads = threads
+        self.inputs = _tensor_infos(self.session.get_inputs())
+        self.outputs = _tensor_infos(self.session.get_outputs())
+
+    def _open(self, ort: Any, provider_name: str, threads: int | None, role: str) -> _SharedSession:
+        """Parse the file's facts and build its session (only for the first lane that opens it this way)."""
+        self.opset, self.precision = _model_facts(self.path, role)
         options = ort.SessionOptions()
         if threads is not None:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
         options.log_severity_level = 3  # shape-merge warnings would drown the CLI's output
         try:
-            self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=[provider_name])
+            session = ort.InferenceSession(str(self.path), sess_options=options, providers=[provider_name])
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/NotImplemented types
             # onnx parsed the file above, so it is an ONNX model: what fails is this runtime (an op it lacks, an
             # opset it does not know), and the user needs to hear that rather than "corrupt file".
@@ -150,12 +193,7 @@ class _OnnxModel:
                 f"{role} {self.path}: onnxruntime {ort.__version__} cannot load this ONNX model (opset "
                 f"{self.opset}) with {provider_name}: {exc}"
             ) from exc
-        used = self.session.get_providers()
-        self.provider = used[0] if used else provider_name
-        self.version = ort.__version__
-        self.threads = threads
-        self.inputs = _tensor_infos(self.session.get_inputs())
-        self.outputs = _tensor_infos(self.session.get_outputs())
+        return _SharedSession(session, self.opset, self.precision)
 
     @property
     def label(self) -> str:
@@ -179,6 +217,8 @@ class _OnnxModel:
 
     def provenance(self, details: dict[str, str]) -> Provenance:
         base = {"opset": self.opset, "threads": str(self.threads) if self.threads else "default"}
+        if str(self.requested_provider).strip().lower() == "auto":  # say what "auto" chose, and from what
+            base["provider requested"] = f"auto (available: {', '.join(available_providers())})"
         return Provenance("onnxruntime", self.version, self.provider, self.precision, str(self.path),
                           {**base, **details})
 
