@@ -20,8 +20,11 @@ from core.errors import InputError
 
 # Each module defines register(subparsers) and run(args) -> int. Missing modules are skipped so a partial install
 # (for example without the Core ML tools) still runs the rest.
-SUBCOMMAND_MODULES = ("cli.report", "cli.dump", "cli.inspect", "cli.diff_weights", "cli.render")
-SUBCOMMANDS = ("report", "dump", "inspect", "diff-weights", "render")
+SUBCOMMAND_MODULES = ("cli.report", "cli.dump", "cli.inspect", "cli.diff_weights", "cli.render", "cli.bench")
+SUBCOMMANDS = ("report", "dump", "inspect", "diff-weights", "render", "bench")
+# `python app.py [SESSION] --exit-after-first-frame`: the window opens, paints every lane's first frame (or its error)
+# and exits 0; what the start-up benchmark times.
+EXIT_AFTER_FIRST_FRAME = "--exit-after-first-frame"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
 def run(argv: list[str]) -> int:
     """Run the command line; never lets an exception escape as anything but an exit code."""
     try:
+        if EXIT_AFTER_FIRST_FRAME in argv and not (argv and argv[0] in SUBCOMMANDS):
+            return _run_gui([a for a in argv if a != EXIT_AFTER_FIRST_FRAME], exit_after_first_frame=True)
         if not argv or (argv[0] not in SUBCOMMANDS and not argv[0].startswith("-")):
             return _run_gui(argv)
         parser = build_parser()
@@ -150,7 +155,7 @@ def start_time_limit(seconds: float | None) -> None:
     timer.start()
 
 
-def _run_gui(argv: list[str]) -> int:
+def _run_gui(argv: list[str], exit_after_first_frame: bool = False) -> int:
     if len(argv) > 1:
         raise InputError(
             f"expected at most one session file, found {len(argv)} arguments: {' '.join(argv)} "
@@ -169,4 +174,8 @@ def _run_gui(argv: list[str]) -> int:
                 "Run `bash tools/run.sh` to set up, or use the headless subcommands: " + ", ".join(SUBCOMMANDS)
             ) from None
         raise
+    if exit_after_first_frame:
+        from ui.first_frame import run_until_first_frames
+
+        return run_until_first_frames(session_path)
     return int(run_gui(session_path) or 0)
