@@ -1,15 +1,14 @@
 """The comparison window: lanes side by side, transport, timeline, live plots, per-lane scale.
 
-The window owns three moving parts and keeps them apart:
-- a clock (workspace/clock.py) that says which media time is heard; one QTimer tick turns it into the frame to show;
-- the render worker (workspace/render_worker.py) that renders ahead of the playhead on its own thread and hands results
-  back through a Qt signal (queued onto this thread);
-- the widgets, which only display what the cache and the plots hold.
+The window builds widgets and forwards user input; the state lives in the Qt-free model (workspace/):
+- ``Workspace`` holds the lanes, their scales, the reference and the session on disk;
+- ``Transport`` holds the clock, the playhead, loop and speed, and schedules the render worker.
+The window subscribes to their events and redraws. One QTimer tick asks the transport for the frame to show;
+worker results reach this thread through a Qt signal (queued connection) and are applied by the transport.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,52 +16,72 @@ from typing import Any
 
 import numpy as np
 from PySide6.QtCore import QByteArray, QEventLoop, QObject, QSettings, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QActionGroup, QKeySequence
+from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (QApplication, QCheckBox, QComboBox, QDoubleSpinBox, QHBoxLayout, QLabel,
-                               QMainWindow, QProgressBar, QSplitter, QStyle, QTabWidget, QToolBar,
+                               QMainWindow, QMessageBox, QProgressBar, QSplitter, QStyle, QTabWidget, QToolBar,
                                QVBoxLayout, QWidget)
 
 from backends.registry import MODELS
-from workspace.clock import FPS, FallbackWatcher, PlaybackClock, frame_at, open_clock
+from core.errors import InputError
+from pipeline.lane import RenderedFrame
+from pipeline.session import LaneSpec
 from ui.compare_view import CompareView
-from workspace.frame_cache import FrameCache
+from ui.help import HelpMixin
 from ui.lane_view import LaneView
 from ui.plots import FeaturePlots, PlotLane
-from workspace.render_worker import FeaturesReady, FrameReady, LaneFailed, LaneJob, RenderWorker
 from ui.session_files import SessionFilesMixin
 from ui.timeline import LANE_COLOURS, Timeline
+from workspace.clock import FPS, PlaybackClock
+from workspace.frame_cache import FrameCache
+from workspace.model import MAX_LANES, FitError, LaneState, Workspace, frame_count_for
+from workspace.render_worker import FrameReady
+from workspace.transport import ClockFactory, Transport
+
+__all__ = ["MainWindow", "LaneSlot", "frame_count_for", "MAX_LANES"]
 
 log = logging.getLogger(__name__)
 
-MAX_LANES = 4
 TICK_MS = 10  # the display timer: fine enough that a 40 ms frame is never shown late by more than a tick
-PLAY_LOOKAHEAD = 50  # frames rendered ahead while playing (2 s)
-PAUSED_LOOKAHEAD = 10
 TIMELINE_REFRESH_TICKS = 25
+SHARED_Y_SETTING = "plots/sharedY"
+PRERENDER_FORMAT = "pre-rendering %p%"
 
 
-@dataclass
+@dataclass(frozen=True)
 class LaneSlot:
-    """The window's record of one lane; ``lane`` is None when it could not be opened."""
+    """A lane of the workspace with its column on screen (the model's state, the view, the lane's colour)."""
 
-    lane_id: int
-    spec: Any
-    lane: Any | None
+    state: LaneState
     view: LaneView
-    scale: float
     colour: str
-    failure: str | None = None
-    features_only: bool = False  # the lane failed to draw, but its encoder runs: its features are still plotted
-    raw_features: np.ndarray | None = None
-    scaled: tuple[float, np.ndarray] | None = None
 
-    def scaled_features(self) -> np.ndarray | None:
-        """The lane's features times its scale, as the generator sees them (cached per scale for the plots)."""
-        if self.raw_features is None:
-            return None
-        if self.scaled is None or self.scaled[0] != self.scale:
-            self.scaled = (self.scale, self.raw_features * np.float32(self.scale))
-        return self.scaled[1]
+    @property
+    def lane_id(self) -> int:
+        return self.state.lane_id
+
+    @property
+    def spec(self) -> LaneSpec:
+        return self.state.spec
+
+    @property
+    def scale(self) -> float:
+        return self.state.scale
+
+    @property
+    def lane(self) -> Any:
+        return self.state.lane
+
+    @property
+    def failure(self) -> str | None:
+        return self.state.failure
+
+    @property
+    def features_only(self) -> bool:
+        return self.state.features_only
+
+    @property
+    def raw_features(self) -> np.ndarray | None:
+        return self.state.raw_features
 
 
 class _WorkerBridge(QObject):
@@ -71,51 +90,33 @@ class _WorkerBridge(QObject):
     delivered = Signal(object)
 
 
-def frame_count_for(samples: np.ndarray) -> int:
-    """Output frames of a clip: N + 2 windows (PIPELINE.md stage 2-4), computed without running an encoder."""
-    from pipeline.windows import num_windows
-
-    return int(num_windows(1 + len(samples) // 200)) + 2
-
-
-class MainWindow(SessionFilesMixin, QMainWindow):
+class MainWindow(HelpMixin, SessionFilesMixin, QMainWindow):
     """The application window. Tests drive it through its public methods and read its widgets."""
 
     def __init__(self, settings: QSettings | None = None, prefer_audio: bool = True,
                  audio_device: int | str | None = None, cache_bytes: int | None = None,
-                 audio_options: dict[str, Any] | None = None) -> None:
+                 audio_options: dict[str, Any] | None = None, clock_factory: ClockFactory | None = None) -> None:
         super().__init__()
-        self.audio_options = dict(audio_options or {})  # extra AudioClock arguments (samplerate, record_blocks)
         self.settings = settings if settings is not None else QSettings("lipsync-compare", "lipsync-compare")
-        self.prefer_audio = prefer_audio
-        self.audio_device = audio_device
         self.setWindowTitle("lipsync-compare")
         self.setAcceptDrops(True)
         self.resize(1400, 900)
 
-        self.session: Any | None = None
-        self.samples = np.zeros(0, dtype=np.float32)
-        self.num_frames = 0
-        self.slots: list[LaneSlot] = []
-        self.hidden_specs: list[Any] = []  # session lanes beyond MAX_LANES: not shown, written back on save
-        self.reference_id: int | None = None
-        self._next_lane_id = 0
-        self._current_frame = 0
-        self._paused_frame = 0
+        self.workspace = Workspace(models=MODELS)
+        self._bridge = _WorkerBridge()
+        self.transport = Transport(self.workspace, FrameCache(cache_bytes) if cache_bytes else None,
+                                   deliver=self._bridge.delivered.emit, clock_factory=clock_factory,
+                                   prefer_audio=prefer_audio, audio_device=audio_device, audio_options=audio_options)
+        self._bridge.delivered.connect(self.transport.apply_result, Qt.ConnectionType.QueuedConnection)
+        self.views: dict[int, LaneView] = {}
+        self._shown_reference: int | None = None
         self._tick_count = 0
         self._timeline_dirty = True
-        self._prerender_pending = False
-        self.clock: PlaybackClock | None = None
-        self.watcher: FallbackWatcher | None = None
-
-        self.cache = FrameCache(cache_bytes) if cache_bytes else FrameCache()
-        self._bridge = _WorkerBridge()
-        self._bridge.delivered.connect(self._on_worker_result, Qt.ConnectionType.QueuedConnection)
-        self.worker = RenderWorker(self.cache, self._bridge.delivered.emit)
 
         self._build_widgets()
         self._build_actions()
         self._restore_layout()
+        self._subscribe()
 
         self.timer = QTimer(self)
         self.timer.setTimerType(Qt.TimerType.PreciseTimer)
@@ -124,14 +125,62 @@ class MainWindow(SessionFilesMixin, QMainWindow):
         self.timer.start()
 
     # ==========================================================================================================
+    # the model, as the tests and the mixins read it
+    # ==========================================================================================================
+    @property
+    def cache(self) -> FrameCache:
+        return self.transport.cache
+
+    @property
+    def worker(self):  # noqa: ANN201 (RenderWorker; tests wait on its idle flag)
+        return self.transport.worker
+
+    @property
+    def clock(self) -> PlaybackClock | None:
+        return self.transport.clock
+
+    @property
+    def session(self):  # noqa: ANN201 (pipeline.session.Session | None)
+        return self.workspace.session
+
+    @property
+    def num_frames(self) -> int:
+        return self.workspace.num_frames
+
+    @property
+    def hidden_specs(self) -> list[LaneSpec]:
+        return self.workspace.hidden_specs
+
+    @property
+    def reference_id(self) -> int | None:
+        return self.workspace.reference_id
+
+    @property
+    def slots(self) -> list[LaneSlot]:
+        return [LaneSlot(state, self.views[state.lane_id], self._colour(state.lane_id))
+                for state in self.workspace.lanes if state.lane_id in self.views]
+
+    def slot(self, lane_id: int) -> LaneSlot:
+        return next(s for s in self.slots if s.lane_id == lane_id)
+
+    @property
+    def current_frame(self) -> int:
+        return self.transport.current_frame
+
+    @property
+    def playing(self) -> bool:
+        return self.transport.playing
+
+    # ==========================================================================================================
     # construction
     # ==========================================================================================================
     def _build_widgets(self) -> None:
         self.lane_area = QWidget()
         self.lane_layout = QHBoxLayout(self.lane_area)
         self.lane_layout.setContentsMargins(4, 4, 4, 4)
-        self.empty_label = QLabel("Open a session (Ctrl+O) or drop a session, audio file or avatar folder here.")
+        self.empty_label = QLabel(self.EMPTY_TEXT)
         self.empty_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.empty_label.setWordWrap(True)
         self.lane_layout.addWidget(self.empty_label)
         self.compare_view = CompareView()
         self.tabs = QTabWidget()
@@ -141,6 +190,8 @@ class MainWindow(SessionFilesMixin, QMainWindow):
 
         self.timeline = Timeline()
         self.timeline.seekRequested.connect(self.seek_frame)
+        self.timeline.loop_region.sigRegionChangeFinished.connect(
+            lambda _: self.transport.set_loop(self.timeline.loop()))
         self.plots = FeaturePlots()
 
         analysis = QWidget()  # the timeline keeps its height; the plots take what the splitter gives
@@ -161,34 +212,43 @@ class MainWindow(SessionFilesMixin, QMainWindow):
         for speed in (1.0, 0.75, 0.5, 0.25):
             self.speed_box.addItem(f"{speed:g}×", speed)
         self.speed_box.setToolTip("Playback speed (slower playback lowers the pitch)")
-        self.speed_box.currentIndexChanged.connect(self._on_speed)
+        self.speed_box.currentIndexChanged.connect(
+            lambda _: self.transport.set_speed(float(self.speed_box.currentData())))
         self.offset_box = QDoubleSpinBox()
         self.offset_box.setRange(-500, 500)
         self.offset_box.setDecimals(0)
         self.offset_box.setSingleStep(10)
         self.offset_box.setSuffix(" ms")
         self.offset_box.setToolTip("A/V offset: positive values delay the picture against the sound")
+        self.offset_box.valueChanged.connect(lambda value: self.transport.set_av_offset(value / 1000.0))
         self.loop_box = QCheckBox("Loop")
         self.loop_box.setToolTip("Loop the highlighted region of the timeline (L)")
-        self.loop_box.toggled.connect(self._on_loop_toggled)
+        self.loop_box.toggled.connect(self.transport.set_loop_on)
 
         self.clock_label = QLabel("")
         self.render_label = QLabel("")
         self.progress = QProgressBar()
-        self.progress.setMaximumWidth(220)
+        # Wide enough for its longest text ("pre-rendering 100%", "opening lanes 4 / 4"): it was clipped.
+        longest = max(("pre-rendering 100%", "opening lanes 4 / 4"), key=self.progress.fontMetrics().horizontalAdvance)
+        self.progress.setMinimumWidth(self.progress.fontMetrics().horizontalAdvance(longest) + 48)
+        self.progress.setMaximumWidth(self.progress.minimumWidth() + 80)
         self.progress.setVisible(False)
         self.statusBar().addWidget(self.clock_label, 1)
         self.statusBar().addPermanentWidget(self.render_label)
         self.statusBar().addPermanentWidget(self.progress)
 
-    def _action(self, text: str, slot, shortcut: str | QKeySequence | None = None, tip: str = "",
+    EMPTY_TEXT = "Open a session (Ctrl+O) or drop a session, audio file or avatar folder here."
+
+    def _action(self, text: str, slot, shortcut: str | QKeySequence | Qt.Key | None = None, tip: str = "",
                 checkable: bool = False, icon: QStyle.StandardPixmap | None = None) -> QAction:
         action = QAction(text, self)
         if icon is not None:
             action.setIcon(self.style().standardIcon(icon))
         if shortcut is not None:
             action.setShortcut(QKeySequence(shortcut))
-            action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+            # Application-wide, so the transport keys work wherever the focus is in the app (a dock, the plots);
+            # a text box that is being edited still gets its keys, and gives the focus back on Enter/Escape.
+            action.setShortcutContext(Qt.ShortcutContext.ApplicationShortcut)
         action.setToolTip(tip or text)
         action.setCheckable(checkable)
         (action.toggled if checkable else action.triggered).connect(slot)
@@ -196,7 +256,7 @@ class MainWindow(SessionFilesMixin, QMainWindow):
         return action
 
     def _build_actions(self) -> None:
-        menu = self.menuBar().addMenu("&File")
+        self.file_menu = menu = self.menuBar().addMenu("&File")
         menu.addAction(self._action("&Open session…", self.choose_session, QKeySequence.StandardKey.Open))
         menu.addAction(self._action("Open &audio…", self.choose_audio))
         menu.addAction(self._action("Open a&vatar folder…", self.choose_avatar))
@@ -205,7 +265,8 @@ class MainWindow(SessionFilesMixin, QMainWindow):
         menu.addAction(self._action("&Save session", self.save_current_session, QKeySequence.StandardKey.Save))
         menu.addAction(self._action("Save session &as…", self.choose_save_path, "Ctrl+Shift+S"))
         menu.addSeparator()
-        menu.addAction(self._action("&Quit", self.close, QKeySequence.StandardKey.Quit))
+        self.quit_action = self._action("&Quit", self.close, QKeySequence.StandardKey.Quit)
+        menu.addAction(self.quit_action)
         self._refresh_recent_menu()
 
         lanes = self.menuBar().addMenu("&Lanes")
@@ -219,27 +280,34 @@ class MainWindow(SessionFilesMixin, QMainWindow):
         self.step_action = self._action("Step", lambda: self.step(1), Qt.Key.Key_Right,
                                         "Step one frame and hear it (Right)", icon=pixmap.SP_MediaSeekForward)
         self.home_action = self._action("First frame", self.go_home, Qt.Key.Key_Home, "First frame (Home)",
-                                         icon=pixmap.SP_MediaSkipBackward)
+                                        icon=pixmap.SP_MediaSkipBackward)
         self.end_action = self._action("Last frame", self.go_end, Qt.Key.Key_End, "Last frame (End)",
                                        icon=pixmap.SP_MediaSkipForward)
-        self._action("Toggle loop", lambda: self.loop_box.toggle(), Qt.Key.Key_L)
+        self.loop_action = self._action("Toggle loop", lambda: self.loop_box.toggle(), Qt.Key.Key_L)
         playback = self.menuBar().addMenu("&Playback")
-        for action in (self.play_action, self.step_back_action, self.step_action, self.home_action, self.end_action):
+        for action in (self.play_action, self.step_back_action, self.step_action, self.home_action, self.end_action,
+                       self.loop_action):
             playback.addAction(action)
         self.prerender_action = self._action("Pre-render whole clip before playing", self._on_prerender_toggled,
                                              tip="Render every frame first (with progress), then play smoothly",
                                              checkable=True)
         playback.addAction(self.prerender_action)
 
-        view = self.menuBar().addMenu("&View")
+        self.view_menu = view = self.menuBar().addMenu("&View")
         self.crop_action = self._action("Show generator crop enlarged", lambda _: self._show_frame(force=True), "C",
                                         checkable=True)
         view.addAction(self.crop_action)
+        self.shared_y_action = self._action("Shared y-range for the lanes' feature plots", self._on_shared_y,
+                                            tip="One y-axis range for every lane's plot, so a lane 30x smaller "
+                                                "looks 30x smaller", checkable=True)
+        view.addAction(self.shared_y_action)
         group = QActionGroup(self)
         for index, name in enumerate(("Side by side", "Wipe / difference")):
             action = self._action(name, lambda _=False, i=index: self.tabs.setCurrentIndex(i), f"Ctrl+{index + 1}")
             group.addAction(action)
             view.addAction(action)
+
+        self._build_help_menu()
 
         toolbar = QToolBar("Transport")
         toolbar.setObjectName("transport")
@@ -255,9 +323,12 @@ class MainWindow(SessionFilesMixin, QMainWindow):
         self.addToolBar(Qt.ToolBarArea.TopToolBarArea, toolbar)
 
         self.prerender_action.setChecked(self.settings.value("prerender", False, type=bool))
+        self.transport.prerender = self.prerender_action.isChecked()
         # The A/V offset calibrates this machine's audio path (Bluetooth, HDMI), not a session: remember it.
         self.offset_box.setValue(self.settings.value("avOffsetMs", 0.0, type=float))
         self.offset_box.valueChanged.connect(lambda value: self.settings.setValue("avOffsetMs", value))
+        self.shared_y_action.setChecked(self.settings.value(SHARED_Y_SETTING, True, type=bool))
+        self.plots.set_shared_y(self.shared_y_action.isChecked())
 
     def _restore_layout(self) -> None:
         geometry = self.settings.value("window/geometry")
@@ -270,45 +341,43 @@ class MainWindow(SessionFilesMixin, QMainWindow):
         if isinstance(splitter, QByteArray):
             self.splitter.restoreState(splitter)
 
+    def _subscribe(self) -> None:
+        """The window follows the model: every redraw below is the answer to one of its events."""
+        self.workspace.content_changed.connect(self._on_content)
+        self.workspace.lanes_changed.connect(self._on_lanes_changed)
+        self.workspace.scale_changed.connect(self._on_scale_changed)
+        self.workspace.features_ready.connect(lambda lane_id: self._refresh_plots())
+        self.workspace.dirty_changed.connect(self.setWindowModified)
+        self.transport.frame_changed.connect(self._on_frame_changed)
+        self.transport.playing_changed.connect(self._show_playing)
+        self.transport.loop_changed.connect(self._on_loop_changed)
+        self.transport.clock_changed.connect(self._on_clock_changed)
+        self.transport.frame_ready.connect(self._on_frame_ready)
+        self.transport.prerender_progress.connect(self._on_prerender_progress)
+        self.transport.prerender_incomplete.connect(self._on_prerender_incomplete)
+
     # ==========================================================================================================
     # content
     # ==========================================================================================================
     def open_session(self, path: str | Path) -> bool:
         """Load a session file and open its lanes; a broken session shows a message and changes nothing.
 
-        Models load on this thread (seconds each for Core ML): the status bar names the lane being opened and a
-        progress bar counts the lanes, painted between lanes while user input waits.
+        Models load on this thread (seconds each for Core ML): the status bar and the empty lane area name the lane
+        being opened and a progress bar counts the lanes, painted between lanes while user input waits.
         """
-        from pipeline.audio import load_audio
-        from pipeline.avatar import Avatar
-        from core.errors import InputError
-        from pipeline.lane import open_lanes
-        from pipeline.session import load_session
-
         path = Path(path)
-        self._show_opening(f"Opening {path.name}: reading the session, its audio and avatar…", 0, 1)
         QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
         try:
-            session = load_session(path, check_files=False)
-            # Only the lanes the window shows are opened; the rest are kept so saving never drops them.
-            specs = list(session.lanes[:MAX_LANES])
-            audio = load_audio(session.audio)
-            avatar = Avatar.open(session.avatar) if session.avatar is not None else None
-            lanes = []
-            for number, spec in enumerate(specs):
-                self._show_opening(f"Opening {path.name}: lane {number + 1} of {len(specs)}, {spec.name}…",
-                                   number, len(specs))
-                lanes += open_lanes(dataclasses.replace(session, lanes=[spec]), audio, avatar, models=MODELS)
+            self.workspace.open_session(path, progress=self._show_opening)
         except InputError as error:
             self._complain(f"Cannot open {path.name}", str(error))
             return False
         finally:  # also on an unexpected error, or the cursor would stay busy for good
             QApplication.restoreOverrideCursor()
             self.progress.setVisible(False)
+            self.empty_label.setText(self.EMPTY_TEXT)
         self.statusBar().clearMessage()
-        reference = session.reference_index if session.reference_index < MAX_LANES else 0
-        self.set_content(audio.samples, lanes, reference_index=reference, session=session,
-                         hidden_specs=session.lanes[MAX_LANES:])
+        self._say_hidden_lanes()
         self._remember_recent(path)
         return True
 
@@ -316,6 +385,7 @@ class MainWindow(SessionFilesMixin, QMainWindow):
         """Say what is loading and paint it now (at start-up nothing has been painted yet); user input waits,
         so no second open can start while this one runs."""
         self.statusBar().showMessage(message)
+        self.empty_label.setText(message)  # not "Open a session…" while one is opening
         self.progress.setFormat("opening lanes %v / %m")
         self.progress.setRange(0, total)
         self.progress.setValue(done)
@@ -324,373 +394,245 @@ class MainWindow(SessionFilesMixin, QMainWindow):
 
     def set_content(self, samples: np.ndarray, lanes: list[Any], reference_index: int = 0,
                     session: Any | None = None, hidden_specs: list[Any] | tuple[Any, ...] = ()) -> None:
-        """Show these lanes over this audio. Lanes follow pipeline.lane's contract (FailedLane for a lane that failed).
+        """Show these lanes over this audio (Workspace.set_content: lanes beyond the fourth are kept, not shown)."""
+        self.workspace.set_content(samples, lanes, reference_index=reference_index, session=session,
+                                   hidden_specs=hidden_specs)
+        self._say_hidden_lanes()
 
-        Lanes beyond the fourth, and ``hidden_specs`` (lanes of the session that were not opened), are not shown
-        but kept in ``hidden_specs``: saving writes them back after the shown lanes, so no lane is lost.
-        """
-        self._stop_clock()
-        for slot in list(self.slots):
-            self._remove_slot(slot)
-        self.session = session
-        self.samples = np.asarray(samples, dtype=np.float32)
-        self.num_frames = frame_count_for(self.samples)
-        self._current_frame = -1
-        self._paused_frame = 0
-        self._incoming = list(lanes)  # lets a failed first lane borrow the audio of a later, working one
-        for lane in lanes[:MAX_LANES]:
-            self._add_slot(lane)
-        self._incoming = []
-        self.hidden_specs = [lane.spec for lane in lanes[MAX_LANES:]] + list(hidden_specs)
-        if self.slots:
-            self.reference_id = self.slots[min(max(0, reference_index), len(self.slots) - 1)].lane_id
-        self.timeline.set_audio(self.samples, self.num_frames)
-        self.timeline.set_loop(None)
-        self.loop_box.setChecked(False)
-        self.clock, reason = open_clock(self.samples, prefer_audio=self.prefer_audio, device=self.audio_device,
-                                        **self.audio_options)
-        self.watcher = FallbackWatcher(self.clock)
-        self.clock.set_speed(float(self.speed_box.currentData()))
-        self.clock_label.setText(self.clock.description)
-        if reason:
-            log.info("audio: %s", reason)
-        title = getattr(session, "title", None) or (session.path.name if session is not None and session.path else "")
-        self.setWindowTitle(f"lipsync-compare — {title}" if title else "lipsync-compare")
-        self._lanes_changed()
-        self._tick()
-        if self.hidden_specs:
+    def _say_hidden_lanes(self) -> None:
+        hidden = len(self.workspace.hidden_specs)
+        if hidden:
+            shown = len(self.workspace.lanes)
             self.statusBar().showMessage(
-                f"Showing the first {len(self.slots)} of {len(self.slots) + len(self.hidden_specs)} lanes; "
-                f"the other {len(self.hidden_specs)} are not opened, and saving keeps them after the shown ones.",
-                15000)
+                f"Showing the first {shown} of {shown + hidden} lanes; the other {hidden} are not opened, and saving "
+                "keeps them after the shown ones.", 15000)
 
-    def _add_slot(self, lane: Any) -> LaneSlot:
-        failure = getattr(lane, "message", None) if type(lane).__name__ == "FailedLane" else None
-        spec = lane.spec
-        lane_id = self._next_lane_id
-        self._next_lane_id += 1
-        view = LaneView(spec.name)
-        features_lane = self._encoder_only_lane(spec) if failure else None
-        slot = LaneSlot(lane_id, spec, features_lane if failure else lane, view, float(spec.scale),
-                        LANE_COLOURS[lane_id % len(LANE_COLOURS)], failure, features_only=features_lane is not None)
-        view.scale_control.set_scale(slot.scale)
-        view.scale_control.scaleChanged.connect(lambda scale, s=slot: self.set_lane_scale(s.lane_id, scale))
-        view.scale_control.fitRequested.connect(lambda s=slot: self.fit_lane(s.lane_id))
-        view.removeRequested.connect(lambda s=slot: self.remove_lane(s.lane_id))
-        view.moveRequested.connect(lambda delta, s=slot: self.move_lane(s.lane_id, delta))
-        view.replaceEncoderRequested.connect(lambda s=slot: self.choose_replacement(s.lane_id, "encoder"))
-        view.replaceGeneratorRequested.connect(lambda s=slot: self.choose_replacement(s.lane_id, "generator"))
-        view.makeReferenceRequested.connect(lambda s=slot: self.set_reference(s.lane_id))
-        if failure:
-            view.show_error(failure)
-            # Its features are plotted, so its scale (and Fit) still mean something: they move its plots.
-            view.scale_control.setEnabled(slot.features_only)
-        self.slots.append(slot)
-        return slot
+    def _on_content(self) -> None:
+        for lane_id in list(self.views):
+            self._drop_view(lane_id)
+        self._shown_reference = None
+        self.timeline.set_audio(self.workspace.samples, self.num_frames)
+        session = self.workspace.session
+        title = getattr(session, "title", None) or (session.path.name if session is not None and session.path else "")
+        self.setWindowTitle(f"lipsync-compare — {title}[*]" if title else "lipsync-compare[*]")
+        self.setWindowModified(self.workspace.dirty)
+        self._on_lanes_changed()
+        self._on_frame_changed(self.current_frame)
 
-    def _remove_slot(self, slot: LaneSlot) -> None:
-        self.slots.remove(slot)
-        self.worker.forget_lane(slot.lane_id)
-        self.lane_layout.removeWidget(slot.view)
-        slot.view.setParent(None)
-        slot.view.deleteLater()
+    def _colour(self, lane_id: int) -> str:
+        return LANE_COLOURS[lane_id % len(LANE_COLOURS)]
 
-    def slot(self, lane_id: int) -> LaneSlot:
-        return next(s for s in self.slots if s.lane_id == lane_id)
+    def _view_for(self, state: LaneState) -> LaneView:
+        view = self.views.get(state.lane_id)
+        if view is not None:
+            return view
+        view = LaneView(state.name)
+        lane_id = state.lane_id
+        view.scale_control.set_scale(state.scale)
+        view.scale_control.scaleChanged.connect(lambda scale: self.set_lane_scale(lane_id, scale))
+        view.scale_control.fitRequested.connect(lambda: self.fit_lane(lane_id))
+        view.removeRequested.connect(lambda: self.remove_lane(lane_id))
+        view.moveRequested.connect(lambda delta: self.move_lane(lane_id, delta))
+        view.replaceEncoderRequested.connect(lambda: self.choose_replacement(lane_id, "encoder"))
+        view.replaceGeneratorRequested.connect(lambda: self.choose_replacement(lane_id, "generator"))
+        view.makeReferenceRequested.connect(lambda: self.set_reference(lane_id))
+        self.views[lane_id] = view
+        return view
+
+    def _drop_view(self, lane_id: int) -> None:
+        view = self.views.pop(lane_id)
+        self.lane_layout.removeWidget(view)
+        view.setParent(None)
+        view.deleteLater()
 
     def _describe(self, slot: LaneSlot) -> None:
-        spec = slot.spec
-        describe = getattr(spec, "describe_sources", None)
-        sources = describe() if callable(describe) else f"{Path(spec.encoder).name} → {Path(spec.generator).name}"
-        provenance = ""
-        if slot.lane is not None:
-            parts = []
-            for role, attribute in (("encoder", "encoder_provenance"), ("generator", "generator_provenance")):
-                try:
-                    value = getattr(slot.lane, attribute)
-                except Exception as error:  # provenance of a lane that cannot encode: show why, keep going
-                    value = None
-                    parts.append(f"{role}: {error}")
-                if value is not None:
-                    parts.append(f"{role}: {value.summary()}")
-            provenance = "\n".join(parts)
-        slot.view.set_description(sources, provenance, slot.lane_id == self.reference_id, slot.scale)
+        provenance = "\n".join(f"{role}: {error}" if error is not None else f"{role}: {value.summary()}"
+                               for role, value, error in slot.state.provenance() if value is not None or error)
+        slot.view.set_description(slot.spec.describe_sources(), provenance, slot.lane_id == self.reference_id,
+                                  slot.scale)
 
-    def _lanes_changed(self) -> None:
-        """Re-lay out the lane columns and everything that lists lanes."""
+    def _on_lanes_changed(self) -> None:
+        """Lanes were added, removed, moved, replaced or failed, or the reference changed: re-lay out the columns
+        and everything that lists lanes."""
+        current = {state.lane_id for state in self.workspace.lanes}
+        for lane_id in [i for i in self.views if i not in current]:
+            self._drop_view(lane_id)
+        for state in self.workspace.lanes:
+            self._view_for(state)
+        if self._shown_reference is not None and self._shown_reference != self.reference_id:
+            for view in self.views.values():  # an R² shown by a lane was measured against the old reference
+                view.scale_control.show_fit(None)
+        self._shown_reference = self.reference_id
         while self.lane_layout.count():
             self.lane_layout.takeAt(0)
-        self.empty_label.setVisible(not self.slots)
-        if not self.slots:
+        slots = self.slots
+        self.empty_label.setVisible(not slots)
+        if not slots:
             self.lane_layout.addWidget(self.empty_label)
-        for index, slot in enumerate(self.slots):
-            self.lane_layout.addWidget(slot.view, 1)
-            slot.view.left_button.setEnabled(index > 0)
-            slot.view.right_button.setEnabled(index < len(self.slots) - 1)
-            slot.view.remove_button.setEnabled(len(self.slots) > 1)
-            slot.view.scale_control.fit_button.setEnabled(slot.lane_id != self.reference_id
-                                                          and (slot.failure is None or slot.features_only))
+        for index, slot in enumerate(slots):
+            view = slot.view
+            self.lane_layout.addWidget(view, 1)
+            view.left_button.setEnabled(index > 0)
+            view.right_button.setEnabled(index < len(slots) - 1)
+            view.remove_button.setEnabled(len(slots) > 1)
+            if slot.failure and view.error_text is None:
+                view.show_error(slot.failure)
+                view.setToolTip(slot.state.failure_details)
+            if slot.failure:
+                # Its features are plotted, so its scale (and Fit) still mean something: they move its plots.
+                view.scale_control.setEnabled(slot.features_only)
+            view.scale_control.fit_button.setEnabled(slot.lane_id != self.reference_id and slot.state.has_features)
             self._describe(slot)
-        if self.slots and self.reference_id not in {s.lane_id for s in self.slots}:
-            self.reference_id = self.slots[0].lane_id
-            self._describe(self.slots[0])
-        self.compare_view.set_lanes([(s.lane_id, s.spec.name) for s in self.slots])
+        self.compare_view.set_lanes([(s.lane_id, s.spec.name) for s in slots])
         self._refresh_plots()
         self._timeline_dirty = True
-        self._request_render()
         self._show_frame(force=True)
 
     # ==========================================================================================================
-    # lanes: add, remove, reorder, replace, scale, fit
+    # lanes: add, remove, reorder, replace, scale, fit (each forwards to the workspace)
     # ==========================================================================================================
-    def add_lane(self, spec: Any) -> LaneSlot | None:
+    def add_lane(self, spec: LaneSpec) -> LaneSlot | None:
         """Open a new lane from a LaneSpec next to the others (at most four); a failure shows in its place."""
-        if len(self.slots) >= MAX_LANES:
-            self._complain("Too many lanes", f"The window shows at most {MAX_LANES} lanes; remove one first.")
-            return None
-        slot = self._add_slot(self._open_lane(spec))
-        self._lanes_changed()
-        return slot
-
-    def _donor(self) -> Any | None:
-        """A real pipeline Lane of this window, whose audio and avatar a new lane can share."""
-        candidates = [s.lane for s in self.slots] + list(getattr(self, "_incoming", []))
-        return next((lane for lane in candidates if lane is not None and hasattr(lane, "audio")
-                     and type(lane).__name__ != "FailedLane"), None)
-
-    def _open_lane(self, spec: Any) -> Any:
-        from core.errors import InputError
-        from pipeline.lane import FailedLane, Lane
-
-        donor = self._donor()
-        if donor is None:
-            return FailedLane(spec, "no working lane to borrow the audio and avatar from; open a session first")
         try:
-            return Lane(spec, donor.audio, donor.avatar, pad_mode=donor.pad_mode, shared_mels=donor.shared_mels,
-                        models=MODELS)
+            state = self.workspace.add_lane(spec)
         except InputError as error:
-            return FailedLane(spec, str(error))
-
-    def _encoder_only_lane(self, spec: Any) -> Any | None:
-        """For a lane that failed to open: the same lane without its generator, if that opens (features only)."""
-        from core.errors import InputError
-        from pipeline.lane import Lane
-
-        donor = self._donor()
-        if donor is None or getattr(spec, "generator", None) is None or getattr(spec, "encoder", None) is None:
+            self._complain("Too many lanes", str(error))
             return None
-        try:
-            return Lane(dataclasses.replace(spec, generator=None), donor.audio, donor.avatar,
-                        pad_mode=donor.pad_mode, shared_mels=donor.shared_mels, models=MODELS)
-        except InputError:
-            return None  # the encoder is what fails: nothing to plot
+        return self.slot(state.lane_id)
 
     def set_reference(self, lane_id: int) -> None:
         """The lane Fit and the scatter compare against (saved as the session's ``reference``)."""
-        self.reference_id = self.slot(lane_id).lane_id
-        for slot in self.slots:  # an R² shown by a lane was measured against the old reference
-            slot.view.scale_control.show_fit(None)
-        self._lanes_changed()
+        self.workspace.set_reference(lane_id)
 
     def remove_lane(self, lane_id: int) -> None:
-        if len(self.slots) <= 1:
-            return
-        self._remove_slot(self.slot(lane_id))
-        self._lanes_changed()
+        self.workspace.remove_lane(lane_id)
 
     def move_lane(self, lane_id: int, delta: int) -> None:
-        slot = self.slot(lane_id)
-        index = self.slots.index(slot)
-        target = max(0, min(len(self.slots) - 1, index + delta))
-        self.slots.insert(target, self.slots.pop(index))
-        self._lanes_changed()
+        self.workspace.move_lane(lane_id, delta)
 
     def replace_lane_source(self, lane_id: int, role: str, path: str | Path) -> LaneSlot:
         """Swap a lane's encoder or generator file; a model that will not load shows its reason in the lane."""
-        old = self.slot(lane_id)
-        spec = dataclasses.replace(old.spec, **{role: Path(path)}, scale=old.scale)
-        index = self.slots.index(old)
-        self._remove_slot(old)
-        new = self._add_slot(self._open_lane(spec))
-        self.slots.insert(index, self.slots.pop())
-        if self.reference_id == old.lane_id:
-            self.reference_id = new.lane_id
-        self._lanes_changed()
-        return new
+        return self.slot(self.workspace.replace_lane_source(lane_id, role, path).lane_id)
 
     def set_lane_scale(self, lane_id: int, scale: float) -> None:
         """Apply a lane's scale: plots at once, the current frame rendered first."""
-        slot = self.slot(lane_id)
-        if scale <= 0 or scale == slot.scale:
+        if scale > 0:
+            self.workspace.set_scale(lane_id, scale)
+
+    def _on_scale_changed(self, lane_id: int, scale: float) -> None:
+        view = self.views.get(lane_id)
+        if view is None:
             return
-        slot.scale = float(scale)
-        slot.view.set_title_scale(slot.scale)
-        if abs(slot.view.scale_control.scale - slot.scale) > 1e-12:
-            slot.view.scale_control.set_scale(slot.scale)
+        view.set_title_scale(scale)
+        if abs(view.scale_control.scale - scale) > 1e-12:
+            view.scale_control.set_scale(scale)
         self._refresh_plots()
         self._timeline_dirty = True
-        self._request_render()
         self._show_frame(force=True)
 
     def fit_lane(self, lane_id: int) -> float | None:
-        """Set the least-squares scale against the reference lane (metrics.compare's correction); shows R²."""
-        from pipeline.metrics import compare
-
-        slot, reference = self.slot(lane_id), self.slot(self.reference_id) if self.reference_id is not None else None
-        if reference is None or slot is reference:
-            return None
-        mine, theirs = slot.scaled_features(), reference.scaled_features()
-        if mine is None or theirs is None:
-            broken = next((s for s in (reference, slot) if s.raw_features is None and s.failure
-                           and not s.features_only), None)
-            if broken is not None:  # its features will never come: say so instead of "still being computed"
-                self._complain("Cannot fit", f"lane {broken.spec.name} has no features (it failed: {broken.failure}); "
-                                             "pick another reference in a lane's ⋯ menu")
+        """Fit: multiply the lane's scale by the correction against the reference; shows the R² after."""
+        try:
+            fit = self.workspace.fit(lane_id)
+        except FitError as error:
+            if error.pending:
+                self.statusBar().showMessage(str(error), 4000)
             else:
-                self.statusBar().showMessage("Fit needs both lanes' features; they are still being computed.", 4000)
+                self._complain("Cannot fit", str(error))
             return None
-        if mine.shape != theirs.shape:
-            self._complain("Cannot fit", f"feature shapes differ: this lane {list(mine.shape)}, "
-                                         f"reference {list(theirs.shape)}")
-            return None
-        result = compare(mine, theirs)
-        new_scale = slot.scale * float(result.correction)
-        if not np.isfinite(new_scale) or new_scale <= 0:
-            self._complain("Cannot fit", f"the least-squares factor is {result.correction}; "
-                                         "a lane of all-zero features cannot be scaled to match")
-            return None
-        fitted = compare(mine * np.float32(result.correction), theirs)
-        slot.view.scale_control.show_fit(float(fitted.r2))
-        slot.view.scale_control.set_scale(new_scale)
-        self.set_lane_scale(lane_id, new_scale)
-        self.statusBar().showMessage(
-            f"{slot.spec.name}: fitted scale {new_scale:.4g}× against {reference.spec.name}, R² {float(fitted.r2):.3f}"
-            + ("  — a poor fit: these features are not a scaled copy of the reference" if fitted.r2 < 0.5 else ""),
-            8000)
-        return new_scale
+        self.views[lane_id].scale_control.show_fit(fit.r2)
+        name = self.workspace.lane(lane_id).name
+        message = (f"{name}: k {fit.k:.4g} (lane ≈ k × {fit.reference_name}); Fit applied the correction "
+                   f"{fit.correction:.4g}, scale now {fit.scale:.4g}×, R² {fit.r2:.3f}")
+        if fit.clamped:
+            message += f" — the scale needed is beyond the slider's range, so it stops at {fit.scale:g}×"
+        if fit.r2 < 0.5:
+            message += "  — a poor fit: these features are not a scaled copy of the reference"
+        self.statusBar().showMessage(message, 8000)
+        return fit.scale
 
     # ==========================================================================================================
-    # transport
+    # transport (each forwards to the model's transport)
     # ==========================================================================================================
-    @property
-    def current_frame(self) -> int:
-        return max(0, self._current_frame)
-
-    @property
-    def playing(self) -> bool:
-        return self.clock is not None and self.clock.playing
-
     def play(self, prerender: bool = True) -> None:
         """Play from the paused frame; with the pre-render setting on, render the whole clip first."""
-        if self.clock is None or self.num_frames == 0:
-            return
-        if prerender and self.prerender_action.isChecked() and not self._all_rendered():
-            self._prerender_pending = True
-            self._request_render()
-            return
-        if self._paused_frame >= self.num_frames - 1:
-            self._paused_frame = 0
-        self.clock.seek(self._position_of(self._paused_frame))
-        self.clock.play()
-        self._show_playing(True)
+        self.transport.play(use_prerender=prerender)
 
     def pause(self) -> None:
-        self._prerender_pending = False
-        if self.clock is not None and self.clock.playing:
-            self.clock.pause()
-        self._paused_frame = self.current_frame
-        self._show_playing(False)
-        self._request_render()
+        self.transport.pause()
+        self.progress.setVisible(False)
+
+    def toggle_play(self) -> None:
+        self.transport.toggle_play()
+        if not self.transport.prerender_pending:
+            self.progress.setVisible(False)
+
+    def seek_frame(self, frame: int) -> None:
+        self.transport.seek(frame)
+
+    def step(self, delta: int) -> None:
+        """Pause, move one frame, and play that frame's 200 ms of audio."""
+        self.transport.step(delta)
+
+    def go_home(self) -> None:
+        self.transport.seek(0)
+
+    def go_end(self) -> None:
+        self.transport.seek(self.num_frames - 1)
 
     def _show_playing(self, playing: bool) -> None:
         self.play_action.setText("Pause" if playing else "Play")
         self.play_action.setIcon(self.style().standardIcon(
             QStyle.StandardPixmap.SP_MediaPause if playing else QStyle.StandardPixmap.SP_MediaPlay))
 
-    def toggle_play(self) -> None:
-        if self.playing or self._prerender_pending:
-            self.pause()
-        else:
-            self.play()
+    def _on_loop_changed(self, region: tuple[int, int] | None) -> None:
+        self.timeline.set_loop(region)
+        self.loop_box.blockSignals(True)
+        self.loop_box.setChecked(region is not None)
+        self.loop_box.blockSignals(False)
 
-    def seek_frame(self, frame: int) -> None:
-        frame = max(0, min(self.num_frames - 1, int(frame)))
-        self._paused_frame = frame
-        if self.clock is not None:
-            self.clock.seek(self._position_of(frame))
-        if not self.playing:
-            self._set_frame(frame)
-        self._request_render()
-
-    def step(self, delta: int) -> None:
-        """Pause, move one frame, and play that frame's 200 ms of audio."""
-        if self.num_frames == 0:
-            return
-        if self.playing:
-            self.pause()
-        self.seek_frame(self.current_frame + delta)
-        if self.clock is not None:  # the audio heard with this picture: the A/V offset applies here too
-            self.clock.play_snippet(max(0.0, self.current_frame / FPS + self.offset_box.value() / 1000.0))
-
-    def go_home(self) -> None:
-        self.seek_frame(0)
-
-    def go_end(self) -> None:
-        self.seek_frame(self.num_frames - 1)
-
-    def _position_of(self, frame: int) -> float:
-        """Media time at the middle of a frame (plus the A/V offset), so rounding never lands on its neighbour."""
-        return max(0.0, (frame + 0.5) / FPS + self.offset_box.value() / 1000.0)
-
-    def _on_speed(self) -> None:
-        if self.clock is not None:
-            self.clock.set_speed(float(self.speed_box.currentData()))
-
-    def _on_loop_toggled(self, on: bool) -> None:
-        if on and self.num_frames:
-            start = self.current_frame
-            self.timeline.set_loop((start, min(self.num_frames - 1, start + 2 * FPS)))
-        else:
-            self.timeline.set_loop(None)
-        self._request_render()
+    def _on_clock_changed(self, description: str, lost: str | None) -> None:
+        self.clock_label.setText(description)
+        if lost:
+            self.statusBar().showMessage(f"Audio output lost ({lost}); continuing on the wall clock.", 10000)
 
     def _on_prerender_toggled(self, on: bool) -> None:
         self.settings.setValue("prerender", on)
-        self._request_render()
+        self.transport.prerender = on
+        self.transport.request_render()
+
+    def _on_shared_y(self, on: bool) -> None:
+        self.settings.setValue(SHARED_Y_SETTING, on)
+        self.plots.set_shared_y(on)
+
+    def _on_prerender_progress(self, done: int, total: int) -> None:
+        self.progress.setFormat(PRERENDER_FORMAT)
+        self.progress.setRange(0, 100)
+        self.progress.setValue(int(100 * done / max(1, total)))
+        self.progress.setVisible(done < total)
+
+    def _on_prerender_incomplete(self, done: int, total: int) -> None:
+        self.progress.setVisible(False)
+        self.statusBar().showMessage(
+            f"The whole clip does not fit in the frame cache ({self.cache.budget_bytes / 2**20:.0f} MiB): "
+            f"{done} of {total} frames are pre-rendered; playing anyway, later frames may be late.", 15000)
 
     # ==========================================================================================================
     # the tick: clock -> frame -> views
     # ==========================================================================================================
     def _tick(self) -> None:
         self._tick_count += 1
-        if self.watcher is not None:
-            reason = self.watcher.check()
-            if reason:
-                self.clock = self.watcher.clock
-                self.clock_label.setText(self.clock.description)
-                self.statusBar().showMessage(f"Audio output lost ({reason}); continuing on the wall clock.", 10000)
-        if self.clock is not None and self.clock.playing:
-            frame = frame_at(self.clock.position_s(), self.num_frames, self.offset_box.value() / 1000.0)
-            loop = self.timeline.loop()
-            if loop is not None and frame > loop[1]:
-                frame = loop[0]
-                self.clock.seek(self._position_of(frame))
-            if frame != self._current_frame:
-                self._set_frame(frame)
-                self._request_render()
-        elif self.clock is not None and self.play_action.text() == "Pause" and not self._prerender_pending:
-            self._paused_frame = self.current_frame  # the clip ended by itself
-            self._show_playing(False)
-        if self._prerender_pending:
-            self._update_prerender_progress()
+        self.transport.tick()
         if self._timeline_dirty and self._tick_count % TIMELINE_REFRESH_TICKS == 0:
             self._refresh_timeline()
         if self._tick_count % TIMELINE_REFRESH_TICKS == 0:
             self.render_label.setText(f"rendered {self.worker.frames_rendered} frames · cache "
                                       f"{self.cache.bytes_used / 2**20:.0f} MiB")
 
-    def _set_frame(self, frame: int) -> None:
-        self._current_frame = frame
+    def _on_frame_changed(self, frame: int) -> None:
+        if self.num_frames == 0:
+            self.frame_label.setText("frame – / –")
+            return
         self.frame_label.setText(f"frame {frame} / {self.num_frames - 1}   {frame / FPS:6.2f} s")
         self.timeline.set_playhead(frame)
         self.plots.set_frame(frame, immediately=not self.playing)
@@ -700,7 +642,7 @@ class MainWindow(SessionFilesMixin, QMainWindow):
         """Show each lane's frame for the playhead, or keep its latest one with the late marker."""
         frame = self.current_frame
         for slot in self.slots:
-            if slot.lane is None or slot.failure:
+            if not slot.state.renders_frames:
                 continue
             rendered = self.cache.get((slot.lane_id, slot.scale, frame))
             if rendered is not None:
@@ -710,7 +652,7 @@ class MainWindow(SessionFilesMixin, QMainWindow):
                 slot.view.set_late(True)
         self._refresh_compare()
 
-    def _display(self, slot: LaneSlot, rendered: Any, index: int, late: bool) -> None:
+    def _display(self, slot: LaneSlot, rendered: RenderedFrame, index: int, late: bool) -> None:
         picture = rendered.crop if self.crop_action.isChecked() else rendered.image
         slot.view.show_frame(picture, index, late, slot.scale)
 
@@ -722,38 +664,18 @@ class MainWindow(SessionFilesMixin, QMainWindow):
                  for slot in self.slots if slot.view.image.shown is not None and not slot.failure}
         self.compare_view.update_frames(shown)
 
-    def _request_render(self) -> None:
-        jobs = [LaneJob(s.lane_id, s.lane, s.scale, render_frames=not s.failure) for s in self.slots
-                if s.lane is not None and (not s.failure or (s.features_only and s.raw_features is None))]
-        if not jobs or self.num_frames == 0:
-            return
-        if self._prerender_pending:
-            self.worker.submit(0, jobs, self.num_frames, self.num_frames)
-            return
-        lookahead = PLAY_LOOKAHEAD if self.playing else PAUSED_LOOKAHEAD
-        self.worker.submit(self.current_frame, jobs, lookahead, self.num_frames, self.timeline.loop())
-
-    def _on_worker_result(self, result: object) -> None:
-        slot = next((s for s in self.slots if s.lane_id == getattr(result, "lane_id", None)), None)
+    def _on_frame_ready(self, result: FrameReady) -> None:
+        slot = next((s for s in self.slots if s.lane_id == result.lane_id), None)
         if slot is None:
             return  # a lane removed while its frame was in flight
-        if isinstance(result, FrameReady):
-            self._timeline_dirty = True
-            if result.scale == slot.scale and result.index == self.current_frame:
-                self._display(slot, result.frame, result.index, late=False)
-                self._show_frame()
-            elif result.scale == slot.scale and self.playing and self._newer_than_shown(slot, result.index):
-                # Rendering is behind the playhead: a frame that arrives too late still beats an older picture,
-                # so the lane moves (marked late) instead of freezing on the last frame that arrived in time.
-                self._display(slot, result.frame, result.index, late=True)
-        elif isinstance(result, FeaturesReady):
-            slot.raw_features = result.raw_features
-            self._refresh_plots()
-        elif isinstance(result, LaneFailed):
-            slot.failure = result.message
-            slot.view.show_error(result.message)
-            slot.view.setToolTip(result.details)
-            self._lanes_changed()
+        self._timeline_dirty = True
+        if result.scale == slot.scale and result.index == self.current_frame:
+            self._display(slot, result.frame, result.index, late=False)
+            self._show_frame()
+        elif result.scale == slot.scale and self.playing and self._newer_than_shown(slot, result.index):
+            # Rendering is behind the playhead: a frame that arrives too late still beats an older picture,
+            # so the lane moves (marked late) instead of freezing on the last frame that arrived in time.
+            self._display(slot, result.frame, result.index, late=True)
 
     def _newer_than_shown(self, slot: LaneSlot, index: int) -> bool:
         """A frame behind the playhead, but closer to it than the lane's picture (or the picture is ahead of the
@@ -763,67 +685,50 @@ class MainWindow(SessionFilesMixin, QMainWindow):
 
     def _refresh_plots(self) -> None:
         # A lane whose generator failed may still have features: plot them, they often show why it failed.
-        lanes = [PlotLane(s.lane_id, s.spec.name, s.colour, s.scaled_features()) for s in self.slots]
+        lanes = [PlotLane(s.lane_id, s.spec.name, s.colour, s.state.scaled_features()) for s in self.slots]
         self.plots.set_lanes(lanes, self.reference_id)
         self.plots.set_frame(self.current_frame)
 
-    def _rendered_rows(self) -> list[np.ndarray]:
-        rows = []
-        for slot in self.slots:
-            row = np.zeros(self.num_frames, dtype=bool)
-            indices = [i for i in self.cache.keys_matching(slot.lane_id, slot.scale) if i < self.num_frames]
-            row[indices] = True
-            rows.append(row)
-        return rows
-
     def _refresh_timeline(self) -> None:
         self._timeline_dirty = False
-        self.timeline.set_rendered(self._rendered_rows(), [s.colour for s in self.slots])
-
-    def _all_rendered(self) -> bool:
-        rows = [row for row, slot in zip(self._rendered_rows(), self.slots) if slot.lane is not None and not slot.failure]
-        return all(row.all() for row in rows)
-
-    def _update_prerender_progress(self) -> None:
-        rows = [row for row, slot in zip(self._rendered_rows(), self.slots) if slot.lane is not None and not slot.failure]
-        total = max(1, sum(len(r) for r in rows))
-        done = sum(int(r.sum()) for r in rows)
-        self.progress.setVisible(True)
-        self.progress.setRange(0, 100)
-        self.progress.setFormat("pre-rendering %p%")
-        self.progress.setValue(int(100 * done / total))
-        if done >= total or not rows:
-            self.progress.setVisible(False)
-            self._prerender_pending = False
-            self.play()
-        elif self.worker.idle:
-            # The worker went through the whole clip, but the frame cache could not hold it: waiting would never
-            # end. Play what fits and say why the rest may be late.
-            self.progress.setVisible(False)
-            self._prerender_pending = False
-            self.statusBar().showMessage(
-                f"The whole clip does not fit in the frame cache ({self.cache.budget_bytes / 2**20:.0f} MiB): "
-                f"{done} of {total} frames are pre-rendered; playing anyway, later frames may be late.", 15000)
-            self.play(prerender=False)
+        slots = self.slots
+        self.timeline.set_rendered(self.transport.rendered_rows()[:len(slots)], [s.colour for s in slots])
 
     # ==========================================================================================================
     # shutdown
     # ==========================================================================================================
-    def _stop_clock(self) -> None:
-        if self.clock is not None:
-            self.clock.close()
-        self.clock = None
-        self.watcher = None
-
-    def closeEvent(self, event) -> None:  # noqa: N802
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
+        if not self._may_close():
+            event.ignore()
+            return
         self.settings.setValue("window/geometry", self.saveGeometry())
         self.settings.setValue("window/state", self.saveState())
         self.settings.setValue("window/splitter", self.splitter.saveState())
         self.shutdown()
         super().closeEvent(event)
 
+    def _may_close(self) -> bool:
+        """Unsaved changes (scales, lanes, reference): Save, Discard or Cancel before the window goes."""
+        if not self.workspace.dirty or self.workspace.session is None:
+            return True
+        answer = self.ask_unsaved()
+        if answer == "save":
+            self.save_current_session()
+            return not self.workspace.dirty  # a failed or cancelled save keeps the window
+        return answer == "discard"
+
+    def ask_unsaved(self) -> str:
+        """'save', 'discard' or 'cancel'. Offscreen (tests, screenshots) nobody can answer: discard, and log it."""
+        if QApplication.platformName() in ("offscreen", "minimal"):
+            log.info("closing with unsaved changes (no one to ask on the %s platform)", QApplication.platformName())
+            return "discard"
+        buttons = QMessageBox.StandardButton
+        answer = QMessageBox.question(
+            self, "Unsaved changes", "The session has changes that are not saved (scales, lanes or the reference). "
+            "Save them before closing?", buttons.Save | buttons.Discard | buttons.Cancel, buttons.Save)
+        return {buttons.Save: "save", buttons.Discard: "discard"}.get(answer, "cancel")
+
     def shutdown(self) -> None:
         """Stop the timer, the audio and the render thread; safe to call twice."""
         self.timer.stop()
-        self._stop_clock()
-        self.worker.stop()
+        self.transport.shutdown()
