@@ -1,4 +1,9 @@
-"""Stage 1 loading: our samples must equal librosa.load(path, sr=16000)'s, and every unusable file must say why."""
+"""Stage 1 loading: our samples must equal the reference's load bit for bit, and every unusable file must say why.
+
+The reference loads with ``librosa.core.load(path, sr=16000)[0]`` (tests/reference_calls.load_wav): soundfile's
+float32 decode, librosa.to_mono's channel mean, soxr_hq resampling and librosa's length fix. We compare with that
+call's output exactly; a tolerance would let a different resampler quality or a float64 mean slip through.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import soundfile
 
 from pipeline.audio import MIN_SAMPLES, SAMPLE_RATE, audio_from_array, load_audio
 from core.errors import InputError
+from tests import reference_calls as reference
 from tests.builders.speech import espeak_available, speak
 
 SENTENCE = "Seven silent swans swam south, singing softly."
@@ -43,15 +49,14 @@ def speech_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     ],
 )
 def test_samples_equal_librosa_load(speech_files: dict[str, Path], name: str, rate: int, channels: int) -> None:
-    reference, reference_rate = librosa.load(speech_files[name], sr=16000)
+    expected = reference.load_wav(str(speech_files[name]), 16000)
     audio = load_audio(speech_files[name])
-    assert reference_rate == SAMPLE_RATE
-    assert audio.samples.dtype == np.float32 and audio.samples.ndim == 1
-    assert audio.samples.shape == reference.shape  # same length: decides T and N
-    np.testing.assert_allclose(audio.samples, reference, rtol=0, atol=1e-6)
+    assert audio.samples.dtype == expected.dtype == np.float32 and audio.samples.ndim == 1
+    assert audio.samples.shape == expected.shape  # same length: decides T and N
+    np.testing.assert_array_equal(audio.samples, expected)
     assert (audio.source_rate, audio.source_channels) == (rate, channels)
     assert audio.path == speech_files[name]
-    assert audio.duration_s == pytest.approx(len(reference) / 16000)
+    assert audio.duration_s == pytest.approx(len(expected) / SAMPLE_RATE)
 
 
 def test_sixteen_bit_pcm_maps_to_int_over_32768(tmp_path: Path) -> None:
@@ -69,16 +74,17 @@ def test_in_memory_stereo_is_the_mean_of_channels() -> None:
     left = np.linspace(-0.5, 0.5, 4000, dtype=np.float32)
     right = np.full(4000, 0.25, dtype=np.float32)
     audio = audio_from_array(np.stack([left, right], axis=1), 16000)
-    np.testing.assert_allclose(audio.samples, (left + right) / 2, atol=1e-7)
+    # librosa.load's own down-mix (librosa.to_mono on its [channels, n] layout), compared exactly.
+    np.testing.assert_array_equal(audio.samples, librosa.to_mono(np.stack([left, right])))
     assert (audio.source_rate, audio.source_channels, audio.path) == (16000, 2, None)
 
 
 def test_in_memory_resampling_equals_librosa_resample() -> None:
     samples = np.random.default_rng(3).standard_normal(44101).astype(np.float32) * 0.1
-    reference = librosa.resample(samples, orig_sr=44100, target_sr=16000)  # default soxr_hq, length ceil(n * r)
+    expected = librosa.resample(samples, orig_sr=44100, target_sr=16000)  # what librosa.load calls: soxr_hq, fix
     ours = audio_from_array(samples, 44100).samples
-    assert ours.shape == reference.shape == (16001,)
-    np.testing.assert_allclose(ours, reference, rtol=0, atol=1e-6)
+    assert ours.shape == expected.shape == (16001,)
+    np.testing.assert_array_equal(ours, expected)
 
 
 # --- errors: each names the file, what was expected and what was found --------------------------------------------
