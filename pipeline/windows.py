@@ -1,8 +1,9 @@
 """Stage 2: cut the mel spectrogram [T, 80] into one 16-frame window per 25 fps video frame.
 
 Mel frames come at 80 per second (16 kHz / hop 200) and video at 25 fps, so window i starts at mel frame
-int(80 * i / 25). The reference code computes that start with Python floats; we reproduce the float expression
-exactly (not an integer shortcut) so that an off-by-one here can only come from a port, never from us.
+int(80. * (i / float(25))). The reference code computes that start with Python floats; we evaluate its literal
+expression, in its order (divide first, then multiply), not an integer shortcut or a rearranged product, so that
+an off-by-one here can only come from a port, never from us.
 """
 
 from __future__ import annotations
@@ -23,20 +24,22 @@ def _require_enough_frames(num_mel_frames: int) -> None:
 
 
 def num_windows(num_mel_frames: int) -> int:
-    """N = int((T - 16) / 80 * 25) + 2, evaluated in Python floats in exactly the reference's order."""
+    """N = int((T - 16) / 80. * float(25)) + 2: the reference's AudDataset.data_len, in Python floats, its order."""
     _require_enough_frames(int(num_mel_frames))
-    return int((int(num_mel_frames) - WINDOW_FRAMES) / MEL_FRAMES_PER_SECOND * VIDEO_FPS) + 2
+    return int((int(num_mel_frames) - WINDOW_FRAMES) / float(MEL_FRAMES_PER_SECOND) * float(VIDEO_FPS)) + 2
 
 
 def window_starts(num_mel_frames: int) -> np.ndarray:
-    """First mel frame of every window ([N] int64): int(80 * i / 25), slid back to T - 16 where it would run past T.
+    """First mel frame of every window ([N] int64): int(80. * (i / float(25))), slid back to T - 16 past the end.
 
-    numpy divides the exact integer 80 * i by 25 in IEEE float64, the same correctly rounded operation Python's
-    `80 * i / 25` performs, and the cast to int truncates like int(); so each start equals the literal expression.
+    The reference's crop_audio_window expression, vectorised: numpy's float64 division and product are the same
+    correctly rounded IEEE operations Python performs on floats, in the same order, and the cast to int truncates
+    like int(); so each start equals the literal expression. (80 * i / 25 happens to give the same integers for
+    every i below 10**8, but only the reference's own order is the reference.)
     """
     count = num_windows(num_mel_frames)
     index = np.arange(count, dtype=np.int64)
-    starts = (index * MEL_FRAMES_PER_SECOND / VIDEO_FPS).astype(np.int64)
+    starts = (float(MEL_FRAMES_PER_SECOND) * (index / float(VIDEO_FPS))).astype(np.int64)
     last_valid_start = int(num_mel_frames) - WINDOW_FRAMES
     return np.minimum(starts, last_valid_start)
 

@@ -1,4 +1,9 @@
-"""Stage 2: one 16-frame mel window per 25 fps video frame, pinned to PIPELINE.md and the literal float expressions."""
+"""Stage 2: one 16-frame mel window per 25 fps video frame, pinned to PIPELINE.md and the reference's own code.
+
+The references are the reference's AudDataset calls (tests/reference_calls.py): data_len's
+``int((T - 16) / 80. * float(25)) + 2`` and crop_audio_window's ``int(80. * (i / float(25)))`` with its slide-back,
+evaluated by Python itself on a spectrogram whose values name their frame.
+"""
 
 from __future__ import annotations
 
@@ -8,22 +13,18 @@ import pytest
 from core.errors import InputError
 from pipeline.mel import melspectrogram
 from pipeline.windows import mel_windows, num_windows, window_starts
+from tests import reference_calls as reference
 
 
 def literal_num_windows(T: int) -> int:
-    """The reference expression, evaluated by Python itself."""
-    return int((T - 16) / 80 * 25) + 2
+    """The reference's AudDataset.data_len for a T-frame spectrogram."""
+    return reference.data_len(T)
 
 
 def literal_starts(T: int) -> list[int]:
-    """A plain Python loop over the reference expression with the slide-back rule."""
-    starts = []
-    for i in range(literal_num_windows(T)):
-        start = int(80 * i / 25)
-        if start + 16 > T:
-            start = T - 16
-        starts.append(start)
-    return starts
+    """The first frame of each of the reference's windows: crop_audio_window on a spectrogram whose rows are 0..T-1."""
+    frame_numbers = np.arange(T)[:, None]
+    return [int(reference.crop_audio_window(frame_numbers, i)[0, 0]) for i in range(literal_num_windows(T))]
 
 
 @pytest.mark.parametrize(("seconds", "T", "N"), [(1, 81, 22), (10, 801, 247), (20, 1601, 497)])
@@ -56,7 +57,7 @@ def test_thousands_of_starts_match_python_float_semantics() -> None:
     T = 250_000  # about 52 minutes of audio: N = 78,122 windows
     starts = window_starts(T)
     assert len(starts) == literal_num_windows(T) > 70_000
-    python_starts = np.array([min(int(80 * i / 25), T - 16) for i in range(len(starts))])
+    python_starts = np.array([min(int(80.0 * (i / float(25))), T - 16) for i in range(len(starts))])
     np.testing.assert_array_equal(starts, python_starts)
 
 
@@ -68,6 +69,17 @@ def test_only_windows_past_the_end_slide_back() -> None:
     assert np.all(unslid[slid] + 16 > T)
     assert np.all(starts[slid] == T - 16)
     assert np.all(unslid[starts == unslid] + 16 <= T)
+
+
+def test_windows_are_the_reference_encoder_inputs_bit_for_bit() -> None:
+    # Stages 1-2 end to end against AudDataset.__getitem__: orig_mel (float64) cropped, transposed, cast to float32.
+    rng = np.random.default_rng(31)
+    samples = (0.2 * rng.standard_normal(16000 * 2 + 137)).astype(np.float32)
+    orig_mel = reference.orig_mel(samples, "constant")
+    expected = np.stack([reference.encoder_input(orig_mel, i) for i in range(reference.data_len(orig_mel.shape[0]))])
+    windows = mel_windows(melspectrogram(samples))
+    assert windows.shape == expected.shape == (47, 1, 80, 16)  # T = 161: int(145 / 80 * 25) + 2
+    np.testing.assert_array_equal(windows, expected)
 
 
 def test_band_zero_is_row_zero_and_frames_run_along_the_width() -> None:
