@@ -13,7 +13,9 @@ from pathlib import Path
 from backends.registry import MODELS
 from cli.common import add_json_output, write_json
 from core.errors import InputError
+from core.safe_write import check_output_path
 from pipeline.lane import Lane, open_lanes, parse_frame_range
+from pipeline.html_report import write_html_report
 from pipeline.report import build_report, format_report
 from pipeline.session import demo_session_path, load_session
 
@@ -35,12 +37,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("session", nargs="?", type=Path, help="session .toml (default: the demo)")
     add_json_output(p, "report")
+    p.add_argument("--html", type=Path, metavar="OUT.html", help="also write a self-contained HTML page (verdicts, "
+                   "provenance, plots, mouth pictures) to open in any browser; --force replaces it")
     p.add_argument("--frames", metavar="A:B", help="output frames to compare the generators on (default: 12 spread "
                    "over the clip)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.html:  # before minutes of work, not after
+        check_output_path(args.html, args.force, "--html")
     session_path = args.session or demo_session_path()
     session = load_session(session_path)
     lanes = open_lanes(session, models=MODELS)
@@ -55,6 +61,10 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         write_json(args.json, report.to_json(), args.force)
         print(f"\nwrote {args.json}")
+    if args.html:
+        command = f"python app.py report {session_path}" + (f" --frames {args.frames}" if args.frames else "")
+        write_html_report(args.html, report, lanes, session, args.force, command)
+        print(f"wrote {args.html}")
     if report.errors:
         print(f"error: {len(report.errors)} lane(s) could not be compared (see Errors above)", file=sys.stderr)
         return EXIT_INPUT_ERROR
