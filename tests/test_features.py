@@ -1,4 +1,9 @@
-"""Stages 3-4: padding the encoder features and cutting the [32, 16, 16] audio tensor for each output frame."""
+"""Stages 3-4: padding the encoder features and cutting the [32, 16, 16] audio tensor for each output frame.
+
+Besides hand-built cases and a loop written here, both stages are compared with the reference's own calls
+(tests/reference_calls.py): inference_328.py's torch.cat of first row, outputs, last row, and SyncTalk_2D's
+get_audio_features followed by its reshape(32, 16, 16).
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from pipeline.features import (
     pad_features,
     validate_features,
 )
+from tests import reference_calls as reference
 
 
 def numbered_features(rows: int) -> np.ndarray:
@@ -83,6 +89,34 @@ def test_vectorised_tensors_equal_the_loop_implementation(rows: int) -> None:
     assert tensors.shape == (rows, 32, 16, 16) and tensors.dtype == np.float32 and tensors.flags.c_contiguous
     for i in range(rows):
         np.testing.assert_array_equal(tensors[i], loop_audio_tensor(padded, i))
+
+
+@pytest.mark.parametrize("rows", [1, 2, 6, 7, 60])
+def test_padding_is_the_references_concatenation(rows: int) -> None:
+    outputs = np.random.default_rng(40 + rows).random((rows, 512), dtype=np.float32)
+    expected = reference.audio_feats(outputs)
+    padded = pad_features(outputs)
+    assert padded.dtype == expected.dtype == np.float32
+    np.testing.assert_array_equal(padded, expected)
+
+
+@pytest.mark.parametrize("rows", [8, 9, 15, 16, 17, 30, 249])
+def test_every_frames_tensor_is_the_references_get_audio_features_reshaped(rows: int) -> None:
+    # rows = N + 2 padded rows, one output frame each; from 8 rows up the reference always yields 16 rows.
+    padded = np.random.default_rng(rows).standard_normal((rows, 512)).astype(np.float32)
+    tensors = audio_tensors(padded)
+    for i in range(rows):
+        expected = reference.get_audio_features(padded, i).reshape(32, 16, 16)
+        np.testing.assert_array_equal(tensors[i], expected)
+
+
+def test_below_eight_rows_the_reference_cannot_build_a_tensor_and_we_pad_with_zeros() -> None:
+    # The reference pads with zeros_like(auds[:pad]): with fewer rows than the padding that block is too short,
+    # its reshape(32, 16, 16) fails, and the reference stops. We keep the documented fact (zeros outside), so a
+    # clip of under 0.56 s still renders; this pins that the difference is only where the reference has no answer.
+    padded = numbered_features(4)  # N = 2: the shortest clip the encoder accepts (16 mel frames)
+    assert reference.get_audio_features(padded, 0).shape[0] != 16
+    np.testing.assert_array_equal(audio_tensor(padded, 0), loop_audio_tensor(padded, 0))
 
 
 def test_selected_frames_keep_their_order() -> None:
