@@ -15,6 +15,7 @@ Where a call depends on the installed library's defaults (librosa.stft's pad mod
 
 from __future__ import annotations
 
+import cv2
 import librosa
 import librosa.filters
 import numpy as np
@@ -160,3 +161,96 @@ def crop_box(lms: np.ndarray) -> tuple[int, int, int, int]:
     width = xmax - xmin
     ymax = ymin + width
     return int(xmin), int(ymin), int(xmax), int(ymax)
+
+
+def generator_input_328(img: np.ndarray, lms: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """inference_328.py, crop to tensor: (img_concat [1, 6, 320, 320] float32, crop_img_ori [328, 328, 3], (h, w)).
+
+    Bicubic passed by keyword, the [4:324] inner square, the rect-form mask, and numpy's float32 / 255.0 (done
+    before torch.from_numpy in the reference, so it is numpy's arithmetic).
+    """
+    xmin, ymin, xmax, ymax = crop_box(lms)
+    crop_img = img[ymin:ymax, xmin:xmax]
+    h, w = crop_img.shape[:2]
+    crop_img = cv2.resize(crop_img, (328, 328), interpolation=cv2.INTER_CUBIC)
+    crop_img_ori = crop_img.copy()
+    img_real_ex = crop_img[4:324, 4:324].copy()
+    img_real_ex_ori = img_real_ex.copy()
+    img_masked = cv2.rectangle(img_real_ex_ori, (5, 5, 310, 305), (0, 0, 0), -1)
+    img_masked = img_masked.transpose(2, 0, 1).astype(np.float32)
+    img_real_ex = img_real_ex.transpose(2, 0, 1).astype(np.float32)
+    img_real_ex_T = img_real_ex / 255.0
+    img_masked_T = img_masked / 255.0
+    img_concat_T = np.concatenate([img_real_ex_T, img_masked_T], axis=0)[None]
+    return img_concat_T, crop_img_ori, (h, w)
+
+
+def generator_input_160(img: np.ndarray, lms: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """The 160 model's inference.py: the same, but cv2.resize(crop_img, (168, 168), cv2.INTER_AREA).
+
+    The flag is the third *positional* argument, which is cv2.resize's `dst`, not `interpolation`: the resize
+    runs with its default, bilinear. The call is made here exactly as written, so the test pins whatever this cv2
+    does with it rather than our reading of it.
+    """
+    xmin, ymin, xmax, ymax = crop_box(lms)
+    crop_img = img[ymin:ymax, xmin:xmax]
+    h, w = crop_img.shape[:2]
+    crop_img = cv2.resize(crop_img, (168, 168), cv2.INTER_AREA)
+    crop_img_ori = crop_img.copy()
+    img_real_ex = crop_img[4:164, 4:164].copy()
+    img_real_ex_ori = img_real_ex.copy()
+    img_masked = cv2.rectangle(img_real_ex_ori, (5, 5, 150, 145), (0, 0, 0), -1)
+    img_masked = img_masked.transpose(2, 0, 1).astype(np.float32)
+    img_real_ex = img_real_ex.transpose(2, 0, 1).astype(np.float32)
+    img_real_ex_T = img_real_ex / 255.0
+    img_masked_T = img_masked / 255.0
+    img_concat_T = np.concatenate([img_real_ex_T, img_masked_T], axis=0)[None]
+    return img_concat_T, crop_img_ori, (h, w)
+
+
+# --- stage 6: paste back ------------------------------------------------------------------------------------------
+
+
+def paste_back_328(img: np.ndarray, lms: np.ndarray, crop_img_ori: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """inference_328.py: pred*255 -> np.array(uint8) (truncation), into [4:324], bicubic back to (w, h), pasted.
+
+    pred is the network output [3, 320, 320] float32 (net(...)[0] as numpy). Works on copies; returns the frame.
+    """
+    img = img.copy()
+    crop_img_ori = crop_img_ori.copy()
+    xmin, ymin, xmax, ymax = crop_box(lms)
+    h, w = img[ymin:ymax, xmin:xmax].shape[:2]
+    pred = pred.transpose(1, 2, 0) * 255
+    pred = np.array(pred, dtype=np.uint8)
+    crop_img_ori[4:324, 4:324] = pred
+    crop_img_ori = cv2.resize(crop_img_ori, (w, h), interpolation=cv2.INTER_CUBIC)
+    img[ymin:ymax, xmin:xmax] = crop_img_ori
+    return img
+
+
+def paste_back_160(img: np.ndarray, lms: np.ndarray, crop_img_ori: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """The 160 model's inference.py: the same into [4:164], then cv2.resize(crop_img_ori, (w, h)) (bilinear)."""
+    img = img.copy()
+    crop_img_ori = crop_img_ori.copy()
+    xmin, ymin, xmax, ymax = crop_box(lms)
+    h, w = img[ymin:ymax, xmin:xmax].shape[:2]
+    pred = pred.transpose(1, 2, 0) * 255
+    pred = np.array(pred, dtype=np.uint8)
+    crop_img_ori[4:164, 4:164] = pred
+    crop_img_ori = cv2.resize(crop_img_ori, (w, h))
+    img[ymin:ymax, xmin:xmax] = crop_img_ori
+    return img
+
+
+def template_order(frames: int, num_templates: int) -> list[int]:
+    """The inference loop's template index for each output frame (len_img = number of images - 1)."""
+    len_img = num_templates - 1
+    img_idx, step_stride, order = 0, 0, []
+    for _ in range(frames):
+        if img_idx > len_img - 1:
+            step_stride = -1
+        if img_idx < 1:
+            step_stride = 1
+        img_idx += step_stride
+        order.append(img_idx)
+    return order

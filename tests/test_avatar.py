@@ -1,7 +1,10 @@
 """Stages 5-6 pinned against PIPELINE.md: crop box, border clipping, mask extents, interpolation, truncation, order.
 
-References are independent of pipeline/avatar.py: hand-written numbers, numpy slicing itself, cv2.rectangle,
-a separable numpy resampler written here, and a literal transcription of the reference's step loop.
+References are independent of pipeline/avatar.py: hand-written numbers, numpy slicing itself, and above all the
+reference's own calls (tests/reference_calls.py): its .lms parse, its cv2.resize calls with their argument form
+(bicubic by keyword for 320; the 160 model's flag passed positionally into `dst`, hence bilinear), its rect-form
+cv2.rectangle, its float32 / 255.0, its uint8 cast and its step loop. A separable numpy resampler written here
+checks, independently of cv2, which kernel each resize is.
 """
 
 from __future__ import annotations
@@ -73,17 +76,21 @@ def numpy_resize(image: np.ndarray, width: int, height: int, kind: str) -> np.nd
 
 
 def reference_template_order(frames: int, num_templates: int) -> list[int]:
-    """The SyncTalk_2D inference loop, transcribed: a stride that flips at the ends, starting from index 0."""
-    len_img = num_templates - 1
-    img_idx, step_stride, order = 0, 0, []
-    for _ in range(frames):
-        if img_idx > len_img - 1:
-            step_stride = -1
-        if img_idx < 1:
-            step_stride = 1
-        img_idx += step_stride
-        order.append(img_idx)
-    return order
+    """The SyncTalk_2D inference loop: a stride that flips at the ends, starting from index 0."""
+    return reference.template_order(frames, num_templates)
+
+
+def lms_for_box(xmin: int, ymin: int, xmax: int) -> np.ndarray:
+    """int32 landmarks [110, 2] whose points 1, 31 and 52 give this crop box (the rest do not matter to the crop)."""
+    lms = np.zeros((110, 2), dtype=np.int32)
+    lms[1, 0], lms[31, 0], lms[52, 1] = xmin, xmax, ymin
+    return lms
+
+
+REFERENCE_INPUT = {320: reference.generator_input_328, 160: reference.generator_input_160}
+REFERENCE_PASTE = {320: reference.paste_back_328, 160: reference.paste_back_160}
+# Crop boxes (xmin, ymin, xmax) on a 240x320 frame: inside, an odd width, past the right and bottom edges.
+REFERENCE_BOXES = [(40, 30, 173), (100, 20, 251), (250, 150, 400), (5, 0, 320)]
 
 
 def textured_frame(height: int = 240, width: int = 320, seed: int = 0) -> np.ndarray:
@@ -289,6 +296,41 @@ def test_mask_differs_from_the_two_point_form_by_one_row_and_column() -> None:
 
 # ---------------------------------------------------------------------------------------------------------------
 # Generator input
+
+
+@pytest.mark.parametrize("size", [320, 160])
+@pytest.mark.parametrize("box", REFERENCE_BOXES)
+def test_generator_input_is_the_references_own_calls_bit_for_bit(size: int, box: tuple[int, int, int]) -> None:
+    frame = textured_frame(seed=11)
+    lms = lms_for_box(*box)
+    expected_tensor, expected_crop, _ = REFERENCE_INPUT[size](frame, lms)
+    prepared = prepare_input(frame, crop_box_from_landmarks(lms), size)
+    np.testing.assert_array_equal(prepared.resized_crop, expected_crop)
+    assert prepared.tensor.dtype == expected_tensor.dtype == np.float32
+    np.testing.assert_array_equal(prepared.tensor[None], expected_tensor)
+
+
+@pytest.mark.parametrize("size", [320, 160])
+@pytest.mark.parametrize("box", REFERENCE_BOXES)
+def test_paste_back_is_the_references_own_calls_bit_for_bit(size: int, box: tuple[int, int, int]) -> None:
+    frame = textured_frame(seed=12)
+    lms = lms_for_box(*box)
+    rng = np.random.default_rng(13)
+    pred = rng.random((3, size, size), dtype=np.float32)
+    pred[0, :4, :4] = [[0.999, 1.0, 0.0, 0.5], [0.0039, 0.004, 0.9999999, 1e-8]] * 2  # cast edge cases
+    _, expected_crop, _ = REFERENCE_INPUT[size](frame, lms)
+    expected = REFERENCE_PASTE[size](frame, lms, expected_crop, pred)
+    prepared = prepare_input(frame, crop_box_from_landmarks(lms), size)
+    np.testing.assert_array_equal(paste_back(frame, crop_box_from_landmarks(lms), prepared.resized_crop, pred), expected)
+
+
+def test_the_160_models_positional_flag_is_bilinear_not_area() -> None:
+    # The reference's call cv2.resize(crop, (168, 168), cv2.INTER_AREA) puts the flag into `dst`; made here as is,
+    # it must equal a bilinear resize and differ from the area resize the author meant.
+    crop = textured_frame(seed=14)[30:163, 40:173]
+    as_called = cv2.resize(crop, (168, 168), cv2.INTER_AREA)
+    np.testing.assert_array_equal(as_called, cv2.resize(crop, (168, 168), interpolation=cv2.INTER_LINEAR))
+    assert not np.array_equal(as_called, cv2.resize(crop, (168, 168), interpolation=cv2.INTER_AREA))
 
 
 @pytest.mark.parametrize("size,kind,other", [(320, "cubic", "linear"), (160, "linear", "cubic")])
