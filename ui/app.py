@@ -49,7 +49,9 @@ def install_excepthook(show_dialog: bool = True,
         shown.add(summary)
         showing = True
         try:
-            (dialog or message_box)(summary, details)
+            from core.crash_log import write_crash_log  # the file a user attaches to a bug report, named below
+            crash_log = write_crash_log((kind, error, tb), context="window")
+            (dialog or message_box)(summary + (f"\n\nCrash log for a bug report: {crash_log}" if crash_log else ""), details)
         finally:
             showing = False
 
