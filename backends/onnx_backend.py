@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from core import limits
 from core.errors import InputError
 
 from core.constants import FEATURE_WIDTH
@@ -209,10 +210,13 @@ class _OnnxModel:
             )
 
     def run(self, output: TensorInfo, feed: dict[str, np.ndarray]) -> np.ndarray:
-        try:
-            (result,) = self.session.run([output.name], feed)
-        except Exception as exc:
-            raise InputError(f"{self.label}: onnxruntime failed to run the model: {exc}") from exc
+        run_options = _ort().RunOptions()
+        # A time limit (the CLI's --time-limit) sets run_options.terminate: a model whose Loop never ends stops.
+        with limits.cancellable(limits.terminate_hook(run_options)):
+            try:
+                (result,) = self.session.run([output.name], feed, run_options)
+            except Exception as exc:
+                raise InputError(f"{self.label}: onnxruntime failed to run the model: {exc}") from exc
         return np.asarray(result)
 
     def provenance(self, details: dict[str, str]) -> Provenance:

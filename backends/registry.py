@@ -42,11 +42,34 @@ LAZY_BACKENDS = {
     "coreml": ("backends.coreml_backend", "Core ML", "CoreMLEncoder", "CoreMLGenerator"),
     "torch": ("backends.torch_backend", "PyTorch", "TorchEncoder", "TorchGenerator"),
 }
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _positive_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < float("inf")
+
+
+# What each option's value must be, checked before any backend sees it ("many" threads must be a message).
+OPTION_TYPES: dict[str, tuple[Any, str]] = {
+    "threads": (_positive_int, "a whole number >= 1"),
+    "size": (lambda v: v in (160, 320) and not isinstance(v, bool), "160 or 320"),
+    "width": (_positive_number, "a number > 0"),
+    **{key: (lambda v: isinstance(v, str) and v.strip() != "", "a non-empty string")
+       for key in ("provider", "input_name", "output_name", "image_input", "audio_input", "compute_unit", "mode",
+                   "precision")},
+}
+
+
 def _check_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
     options = dict(options or {})
     unknown = sorted(set(options) - set(KNOWN_OPTIONS))
     if unknown:
         raise InputError(f"unknown backend option(s) {', '.join(unknown)}; known options: {', '.join(KNOWN_OPTIONS)}")
+    for key, value in options.items():
+        accepts, expected = OPTION_TYPES.get(key, (lambda v: True, ""))
+        if value is not None and not accepts(value):
+            raise InputError(f"option {key} = {value!r}: expected {expected}")
     return options
 
 

@@ -38,10 +38,15 @@ def load_state_dict(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"PyTorch checkpoint: expected a .pth/.pt file, found nothing at {path}")
+    size = path.stat().st_size
+    if size == 0:
+        raise InputError(f"PyTorch checkpoint {path}: expected a state dict saved with torch.save, found an empty file "
+                         "(0 bytes)")
     try:
         loaded = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as error:
-        raise InputError(f"PyTorch checkpoint {path.name}: expected a state dict saved with torch.save, found: {error}") from error
+        raise InputError(f"PyTorch checkpoint {path}: expected a state dict of tensors saved with torch.save, found "
+                         f"{_describe_load_error(error, size)}") from error
     if isinstance(loaded, Mapping):
         for key in NESTED_STATE_KEYS:
             if isinstance(loaded.get(key), Mapping):
@@ -53,6 +58,22 @@ def load_state_dict(path: str | Path) -> dict[str, Any]:
     if all(k.startswith(DATA_PARALLEL_PREFIX) for k in state):  # saved from nn.DataParallel
         state = {k[len(DATA_PARALLEL_PREFIX):]: v for k, v in state.items()}
     return state
+
+
+def _describe_load_error(error: Exception, size: int) -> str:
+    """torch.load's error as one line for a user: its first sentence, without the advice to unpickle arbitrary code
+    (weights_only=False), which is exactly what this app refuses to do with a file it did not make."""
+    text = str(error).strip()
+    if "weights_only" in text or "Weights only load failed" in text or "Unsupported global" in text:
+        # The pickle names a class or function; loading it would run code from the file.
+        detail = next((line.strip() for line in text.splitlines() if "GLOBAL" in line or "Unsupported" in line), "")
+        detail = detail.split(" which ")[0].split(". ")[0].rstrip(".")
+        return ("a pickle that needs Python code to load (refused: only tensors are read" +
+                (f"; {detail}" if detail else "") + ")")
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    if not first:
+        first = type(error).__name__
+    return f"{size} bytes torch cannot read as a checkpoint ({first[:200]})"
 
 
 def infer_generator_layout(state: Mapping[str, Any]) -> tuple[int, float]:

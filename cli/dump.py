@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from backends.registry import MODELS
-from cli.common import write_npy
+from cli.common import add_time_limit, check_outputs, write_npy
 from pipeline.audio import load_audio
 from pipeline.avatar import Avatar
 from core.errors import InputError
@@ -47,11 +47,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--stage", required=True, choices=STAGES)
     p.add_argument("--out", type=Path, required=True, metavar="FILE.npy")
     p.add_argument("--force", action="store_true", help="replace FILE.npy if it exists")
+    add_time_limit(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     stage = args.stage
+    if Path(args.out).suffix.lower() != ".npy":
+        raise InputError(f"--out {args.out}: expected a file name ending in .npy")
+    check_outputs((args.out, args.force, "--out"))  # before minutes of work, not after
     if stage in NEEDS_ENCODER and args.encoder is None:
         raise InputError(f"--stage {stage} needs --encoder (a model or a feature dump)")
     if stage in NEEDS_AVATAR and args.avatar is None:

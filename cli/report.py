@@ -11,9 +11,8 @@ import sys
 from pathlib import Path
 
 from backends.registry import MODELS
-from cli.common import add_json_output, write_json
+from cli.common import add_json_output, add_time_limit, check_outputs, write_json
 from core.errors import InputError
-from core.safe_write import check_output_path
 from pipeline.lane import Lane, open_lanes, parse_frame_range
 from pipeline.html_report import write_html_report
 from pipeline.report import build_report, format_report
@@ -41,12 +40,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "provenance, plots, mouth pictures) to open in any browser; --force replaces it")
     p.add_argument("--frames", metavar="A:B", help="output frames to compare the generators on (default: 12 spread "
                    "over the clip)")
+    add_time_limit(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.html:  # before minutes of work, not after
-        check_output_path(args.html, args.force, "--html")
+    # Before minutes of work, not after.
+    check_outputs((args.json, args.force, "--json"), (args.html, args.force, "--html"))
     session_path = args.session or demo_session_path()
     session = load_session(session_path)
     lanes = open_lanes(session, models=MODELS)

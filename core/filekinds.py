@@ -6,6 +6,8 @@ everywhere (before this table there were five copies that disagreed).
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 from core.errors import InputError
@@ -46,11 +48,20 @@ def suffix_kind(path: str | Path, role: str) -> str | None:
 def file_kind(path: str | Path, role: str) -> str:
     """'onnx', 'coreml', 'torch' or 'dump' for an existing path; anything else is an InputError naming the path."""
     path = Path(path)
-    suffix = path.suffix.lower()
-    if not path.exists():
-        raise InputError(f"{role} not found: {path}")
-    if path.is_dir() and suffix != ".mlpackage":
-        raise InputError(f"{role} {path}: expected a model file or an .mlpackage folder, found a directory")
+    suffix = path.suffix.lower()  # of the name given: a link's target may have none (the Hugging Face cache)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise InputError(f"{role} not found: {path}") from None
+    except (OSError, ValueError) as exc:  # a link loop, a NUL byte, a folder above that cannot be read
+        raise InputError(f"{role} {path}: expected a model or dump file, found a path that cannot be opened "
+                         f"({getattr(exc, 'strerror', None) or exc})") from None
+    if stat.S_ISDIR(mode) and suffix != ".mlpackage":
+        raise InputError(f"{role} {path}: expected a model file or an .mlpackage folder, found a folder")
+    if not stat.S_ISDIR(mode) and not stat.S_ISREG(mode):
+        from core.safe_write import describe_kind
+
+        raise InputError(f"{role} {path}: expected a model or dump file, found {describe_kind(mode)}")
     kind = suffix_kind(path, role)
     if kind is None:
         accepted = ", ".join(accepted_suffixes(role))

@@ -15,6 +15,7 @@ import numpy as np
 import soundfile
 import soxr
 
+from core import limits
 from core.errors import InputError
 
 from core.constants import HOP_LENGTH, SAMPLE_RATE, WINDOW_FRAMES
@@ -110,17 +111,25 @@ def audio_from_array(samples: np.ndarray, rate: int) -> Audio:
 
 def load_audio(path: str | Path) -> Audio:
     """Decode a wav/flac/ogg file and return mono float32 at 16 kHz (equal to librosa.load(path, sr=16000))."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"audio file {path}: expected an existing wav/flac/ogg file, found nothing at that path")
-    if path.is_dir():
-        raise InputError(f"audio file {path}: expected a wav/flac/ogg file, found a directory")
+    # A regular file only: a FIFO would block forever and a device stream without end (core/limits.py).
+    path = limits.input_file(path, "audio file", "a wav/flac/ogg file")
+    where = _describe(path)
     try:
-        frames, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
-    except (soundfile.LibsndfileError, RuntimeError, TypeError) as error:
+        # Through a file object: soundfile encodes a str path as UTF-8, which fails for names that are not.
+        with open(path, "rb") as handle:
+            info = soundfile.info(handle)
+            # The header decides how much the decode allocates: refuse absurd rates and lengths before decoding.
+            limits.check_audio_header(int(info.frames), int(info.samplerate), int(info.channels), where)
+            handle.seek(0)
+            frames, rate = soundfile.read(handle, dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
         size = path.stat().st_size
         raise InputError(
-            f"audio file {path}: expected audio soundfile can decode (wav, flac, ogg), "
+            f"{where}: expected audio soundfile can decode (wav, flac, ogg), "
             f"found {size} bytes it cannot read ({error})"
         ) from error
+    except MemoryError:
+        raise limits.LimitError(f"{where}: decoding it needs more memory than this machine has") from None
+    except OSError as error:
+        raise InputError(f"{where}: expected a readable file, found an error reading it ({error.strerror or error})") from None
     return _mono_16k(frames, rate, path)

@@ -25,6 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from core import limits
 from core.errors import InputError
 
 NUM_LANDMARKS = 110
@@ -450,6 +451,7 @@ class Avatar:
             size = image_size(path)
             if size is None:
                 raise InputError(f"avatar image {path}: expected a readable JPEG or PNG, found a damaged or unknown file")
+            limits.check_image(size[0], size[1], f"avatar image {path}")  # before any frame is decoded
             if frame_size is None:
                 frame_size = size
             elif size != frame_size:

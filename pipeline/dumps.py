@@ -8,12 +8,15 @@ is visible instead of silent.
 
 from __future__ import annotations
 
+import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from core import limits
 from core.errors import InputError
 from pipeline.features import pad_features
 
@@ -36,16 +39,48 @@ class _RawArray:
     notes: dict[str, str] = field(default_factory=dict)
 
 
+def _check_npy_header(handle: Any, data_bytes: int, what: str) -> None:
+    """Read a .npy header and refuse, before numpy allocates, an array larger than the data that follows it (a
+    truncated file, or a 128-byte file declaring 1e11 rows) or larger than core/limits.py allows."""
+    version = np.lib.format.read_magic(handle)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+    elif version == (2, 0):
+        shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+    else:
+        shape, _, dtype = np.lib.format._read_array_header(handle, version)
+    if dtype.hasobject:
+        raise InputError(f"{what}: expected an array of numbers, found dtype {dtype} (Python objects are not loaded)")
+    size = limits.check_array(shape, dtype.itemsize, what)
+    available = data_bytes - handle.tell()
+    if size > available:
+        raise InputError(f"{what}: its header declares {list(shape)} {dtype} ({size} bytes), found {available} bytes "
+                         "of data after the header (a truncated or damaged file)")
+
+
 def _read_npy(path: Path, what: str) -> np.ndarray:
     try:
+        with open(path, "rb") as handle:
+            _check_npy_header(handle, os.fstat(handle.fileno()).st_size, f"{what} {path}")
         return np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
+    except (ValueError, OSError, EOFError, SyntaxError, TypeError) as exc:
         raise InputError(f"{what} {path}: not a NumPy .npy file ({exc})") from exc
+
+
+def _check_npz_members(path: Path, what: str) -> None:
+    """Every member of an .npz inflates to at most the array limit, and each .npy member's header fits its data."""
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            limits.check_size(info.file_size, limits.MAX_ARRAY_BYTES, f"{what} {path}: member {info.filename}")
+            if info.filename.endswith(".npy"):
+                with archive.open(info) as member:
+                    _check_npy_header(member, info.file_size, f"{what} {path}: member {info.filename}")
 
 
 def _read_npz(path: Path, keys: tuple[str, ...], what: str) -> _RawArray:
     """One array, or the one array under a known key; anything ambiguous is the user's call, not ours."""
     try:
+        _check_npz_members(path, what)
         with np.load(path, allow_pickle=False) as archive:
             names = list(archive.files)
             if len(names) == 1:
@@ -59,13 +94,15 @@ def _read_npz(path: Path, keys: tuple[str, ...], what: str) -> _RawArray:
                     )
                 chosen = known[0]
             array = archive[chosen]
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+    except (ValueError, OSError, EOFError, SyntaxError, TypeError, NotImplementedError, zipfile.BadZipFile,
+            zipfile.LargeZipFile, RuntimeError) as exc:  # RuntimeError: an encrypted member
         raise InputError(f"{what} {path}: not a NumPy .npz archive ({exc})") from exc
     return _RawArray(array, {"npz key": chosen})
 
 
 def _read_raw_float32(path: Path, row_values: int, what: str) -> _RawArray:
     size = path.stat().st_size
+    limits.check_size(size, limits.MAX_ARRAY_BYTES, f"{what} {path}")
     row_bytes = row_values * 4
     if size == 0 or size % row_bytes:
         raise InputError(
@@ -78,10 +115,9 @@ def _read_raw_float32(path: Path, row_values: int, what: str) -> _RawArray:
 
 def _read_any(path: Path, keys: tuple[str, ...], row_values: int, what: str) -> _RawArray:
     """Dispatch on the suffix; missing files and unknown suffixes are InputErrors naming what is accepted."""
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         raise InputError(f"{what} not found: {path}")
-    if path.is_dir():
-        raise InputError(f"{what} {path}: expected a .npy, .npz or .bin file, found a directory")
+    limits.input_file(path, what, "a .npy, .npz or .bin file")  # a FIFO would block, a device stream forever
     suffix = path.suffix.lower()
     if suffix == ".npy":
         return _RawArray(_read_npy(path, what), {"format": "npy"})

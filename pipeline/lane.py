@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from core.constants import HOP_LENGTH, SAMPLE_RATE
 from core.filekinds import file_kind
 from core.interfaces import Encoder, Generator, ModelOpener, Provenance
 from pipeline.dumps import FeatureDump, OutputDump, StageDump, load_mel_dump
@@ -114,7 +115,7 @@ class Lane:
         with self._lock:
             if self._mel is None:
                 if self.spec.mel is not None:
-                    self._mel = load_mel_dump(self.spec.mel)
+                    self._mel = _checked_mel_dump(self.spec.mel, self.audio)
                 else:
                     mel = self._shared_mels.get(self.pad_mode)
                     if mel is None:
@@ -302,6 +303,24 @@ def open_generator_source(path: Path, options: dict[str, Any], models: ModelOpen
     return _require_opener(models, path).open_generator(path, dict(options))
 
 
+MEL_DUMP_TOLERANCE = 4  # mel frames (50 ms): what STFT centring and padding conventions move T by
+
+
+def _checked_mel_dump(path: Path, audio: Audio) -> np.ndarray:
+    """A lane's mel dump, refused when its length disagrees with the session's audio: the frames would be drawn
+    against the wrong sound, and the clip length would silently come from the dump instead of --audio."""
+    mel = load_mel_dump(path)
+    expected = 1 + audio.samples.shape[0] // HOP_LENGTH
+    if abs(mel.shape[0] - expected) > MEL_DUMP_TOLERANCE:
+        source = f"the audio {audio.path.name}" if audio.path is not None else "the audio"
+        raise InputError(
+            f"mel dump {path}: expected about {expected} frames (the mel of {source}, {audio.duration_s:.2f} s), "
+            f"found {mel.shape[0]} frames ({mel.shape[0] * HOP_LENGTH / SAMPLE_RATE:.2f} s): a dump of other audio? "
+            f"(differences up to {MEL_DUMP_TOLERANCE} frames are accepted)"
+        )
+    return mel
+
+
 def _require_opener(models: ModelOpener | None, path: Path) -> ModelOpener:
     if models is None:
         raise InputError(f"{path}: a model file needs a backend registry, and this lane was opened without one")
@@ -340,6 +359,11 @@ def parse_frame_range(text: str | None, total: int) -> range:
         stop = int(right) if right.strip() else None
     except ValueError:
         raise InputError(f"--frames {text!r}: expected integers A:B (for example 0:25)") from None
+    # Python's slice would clamp 0:99999 to the clip without a word; a bound past the clip is the user's mistake.
+    for bound in (start, stop):
+        if bound is not None and not -total <= bound <= total:
+            raise InputError(f"--frames {text!r}: expected bounds within the clip's frames 0..{total - 1} "
+                             f"(or -{total}..-1 from the end), found {bound}")
     frames = range(total)[slice(start, stop)]
     if len(frames) == 0:
         raise InputError(f"--frames {text!r}: selects no frame; the clip has frames 0..{total - 1}")

@@ -25,7 +25,9 @@ Schema (documented for users in README.md):
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -33,7 +35,7 @@ from typing import Any
 
 import tomli_w
 
-from core import safe_write
+from core import limits, safe_write
 from core.errors import SessionError
 from core.filekinds import accepted_suffixes, suffix_kind
 from pipeline.metrics import scale_problem
@@ -104,14 +106,25 @@ def load_session(path: str | os.PathLike[str], check_files: bool = True) -> Sess
     whose model is missing can show the reason in its own place while the other lanes keep working.
     """
     path = Path(path)
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         raise SessionError([f"session file not found (expected a .toml file at {path})"], str(path))
-    if path.is_dir():
-        raise SessionError([f"expected a session .toml file, found a directory: {path}"], str(path))
+    # A regular file of sane size only: a FIFO would block forever, a device stream without end.
+    problem = _path_problem(path, "file")
+    if problem is not None:
+        raise SessionError([f"{problem} (expected a session .toml file)"], str(path))
     try:
+        size = path.stat().st_size
+        if size > limits.MAX_TEXT_BYTES:
+            raise SessionError([f"expected a session .toml file of a few KB, found {size:,} bytes, more than the "
+                                f"limit of {limits.MAX_TEXT_BYTES:,} (core/limits.py)"], str(path))
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
         raise SessionError(["expected a UTF-8 TOML text file, found binary data"], str(path)) from None
+    except OSError as exc:
+        raise SessionError([f"expected a readable session file, found an error reading it ({exc.strerror or exc})"],
+                           str(path)) from None
+    except RecursionError:
+        raise SessionError(["not valid TOML: nested too deeply to read"], str(path)) from None
     except tomllib.TOMLDecodeError as exc:
         raise SessionError([f"not valid TOML: {exc}"], str(path)) from None
     return session_from_dict(data, base_dir=path.resolve().parent, check_files=check_files, path=path.resolve())
@@ -246,15 +259,40 @@ def _path_value(
     if not isinstance(value, str) or not value.strip():
         problems.append(f"{label} = {value!r}: expected a path string")
         return None
-    resolved = (base_dir / Path(value).expanduser()).resolve()
+    try:
+        # Absolute, but links kept: a model's kind is read from the name the user gave (the Hugging Face cache links
+        # snapshots/<rev>/enc.onnx to a blob without a suffix), and a link loop must not raise here.
+        resolved = Path(os.path.abspath(base_dir / Path(value).expanduser()))
+    except (RuntimeError, ValueError) as exc:  # "~nobody/x": no such user
+        problems.append(f"{label} = {value!r}: expected a usable path, found one that cannot be expanded ({exc})")
+        return None
     if check:
-        if not resolved.exists():
-            problems.append(f"{label} = {value!r}: expected an existing path, found nothing at {resolved}")
-        elif want == "file" and not resolved.is_file():
-            problems.append(f"{label} = {value!r}: expected a file, found a directory at {resolved}")
-        elif want == "dir" and not resolved.is_dir():
-            problems.append(f"{label} = {value!r}: expected a folder, found a file at {resolved}")
+        problem = _path_problem(resolved, want)
+        if problem is not None:
+            problems.append(f"{label} = {value!r}: {problem}")
     return resolved
+
+
+_WANTED = {"file": ("a file", stat.S_ISREG), "dir": ("a folder", stat.S_ISDIR),
+           "any": ("a file or a folder", lambda mode: stat.S_ISREG(mode) or stat.S_ISDIR(mode))}
+
+
+def _path_problem(path: Path, want: str) -> str | None:
+    """What is wrong with an input path, in words (None when it is what ``want`` asks for)."""
+    expected, accepts = _WANTED[want]
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return f"expected an existing path, found nothing at {path}"
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return f"expected {expected}, found a symbolic link loop at {path}"
+        return f"expected {expected}, found a path that cannot be opened at {path} ({exc.strerror or exc})"
+    except ValueError as exc:  # a NUL character
+        return f"expected {expected}, found an invalid path ({exc})"
+    if not accepts(info.st_mode):
+        return f"expected {expected}, found {safe_write.describe_kind(info.st_mode)} at {path}"
+    return None
 
 
 def session_to_dict(session: Session, base_dir: Path) -> dict[str, Any]:

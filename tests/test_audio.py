@@ -92,12 +92,12 @@ def test_in_memory_resampling_equals_librosa_resample() -> None:
 
 def test_missing_file(tmp_path: Path) -> None:
     path = tmp_path / "nope.wav"
-    with pytest.raises(InputError, match=rf"{path}: expected an existing wav/flac/ogg file, found nothing"):
+    with pytest.raises(InputError, match=rf"{path}: expected a wav/flac/ogg file, found nothing"):
         load_audio(path)
 
 
 def test_directory(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match=rf"{tmp_path}: expected a wav/flac/ogg file, found a directory"):
+    with pytest.raises(InputError, match=rf"{tmp_path}: expected a wav/flac/ogg file, found a folder"):
         load_audio(tmp_path)
 
 

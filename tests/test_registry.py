@@ -75,7 +75,7 @@ def test_missing_paths_directories_and_unknown_suffixes(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="generator not found"):
         open_generator(tmp_path / "nope.mlpackage", {})
     (tmp_path / "folder").mkdir()
-    with pytest.raises(InputError, match="expected a model file or an .mlpackage folder, found a directory"):
+    with pytest.raises(InputError, match="expected a model file or an .mlpackage folder, found a folder"):
         open_encoder(tmp_path / "folder", {})
     (tmp_path / "model.tflite").write_bytes(b"x")
     with pytest.raises(InputError, match=r"expected one of \.onnx, \.mlpackage, \.mlmodel, \.pth, \.pt, \.npy, "

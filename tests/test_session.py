@@ -101,7 +101,7 @@ def test_duplicate_lane_names_are_rejected(tmp_path):
         ('audio = "speech.wav"\nlanes = [1, 2]\n', "expected an array of tables"),
         ('audio = "speech.wav"\n[[lanes]]\nname = "a"\n', "lanes[0] (a).encoder: missing"),
         ('audio = "speech.wav"\nreference = "nope"\n[[lanes]]\nname = "a"\nencoder = "feats.npy"\n', "one of 'a'"),
-        ('audio = "avatar"\n[[lanes]]\nname = "a"\nencoder = "feats.npy"\n', "expected a file, found a directory"),
+        ('audio = "avatar"\n[[lanes]]\nname = "a"\nencoder = "feats.npy"\n', "expected a file, found a folder"),
     ],
 )
 def test_malformed_sessions_name_the_problem(tmp_path, text, needle):

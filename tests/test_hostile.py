@@ -1,0 +1,448 @@
+"""Hostile and broken inputs, full disks and endless models (issue 13): the app says what is wrong and stays safe.
+
+Each test names the defect it pins. Most run `python app.py ...` in a subprocess, as a user does; the few that need
+a fault injected (a full disk) call the same entry point in-process with the fault monkeypatched in. Hangs are caught
+with a generous subprocess timeout (the assertion is that the process ended with the right message, never a speed).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import pathlib
+import stat
+import struct
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from core import limits, safe_write
+from core.errors import InputError
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "resources" / "demo"
+AUDIO = DEMO / "aud.wav"
+ENCODER = DEMO / "models" / "audio_encoder.onnx"
+GENERATOR = DEMO / "models" / "generator.onnx"
+HANG_TIMEOUT = 120  # seconds: far beyond what a refused input takes, even on a loaded machine
+
+
+def app(*args: str | Path, cwd: Path, umask: int | None = None, timeout: int = 300) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", XDG_STATE_HOME=str(cwd / "state"))
+
+    def _umask() -> None:
+        if umask is not None:
+            os.umask(umask)
+
+    return subprocess.run([sys.executable, str(ROOT / "app.py"), *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=timeout, env=env, preexec_fn=_umask)
+
+
+def run_inprocess(argv: list[str], capsys) -> tuple[int, str]:
+    from cli.main import run
+
+    code = run(argv)
+    return code, capsys.readouterr().err
+
+
+def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The message a user sees: exit 2, one 'error:' line, no traceback."""
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == 2, f"expected exit 2, found {result.returncode}: {result.stderr}"
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def dump_mel(cwd: Path, *extra: str | Path, audio: str | Path = AUDIO) -> subprocess.CompletedProcess[str]:
+    return app("dump", "--audio", audio, "--stage", "mel", *extra, cwd=cwd)
+
+
+def session_file(folder: Path, lanes: str, audio: str | Path = AUDIO, name: str = "s.toml") -> Path:
+    path = folder / name
+    path.write_text(f'audio = "{audio}"\n' + textwrap.dedent(lanes), encoding="utf-8")
+    return path
+
+
+# --- writes ------------------------------------------------------------------------------------------------------
+
+def test_dump_force_replaces_a_symlink_itself_and_never_writes_into_its_target(tmp_path):
+    target = tmp_path / "precious.npy"
+    target.write_bytes(b"keep me")
+    (tmp_path / "link.npy").symlink_to(target)
+    result = dump_mel(tmp_path, "--out", "link.npy", "--force")
+    assert result.returncode == 0, result.stderr
+    assert target.read_bytes() == b"keep me"
+    assert not (tmp_path / "link.npy").is_symlink()
+    assert np.load(tmp_path / "link.npy").shape[1] == 80
+
+
+def test_json_force_replaces_a_symlink_itself(tmp_path):
+    target = tmp_path / "precious.json"
+    target.write_text("{}")
+    (tmp_path / "out.json").symlink_to(target)
+    result = app("inspect", ENCODER, "--json", "out.json", "--force", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert target.read_text() == "{}"
+    assert not (tmp_path / "out.json").is_symlink()
+    assert json.loads((tmp_path / "out.json").read_text())["format"]
+
+
+def test_a_symlink_without_force_is_refused_naming_the_link(tmp_path):
+    (tmp_path / "link.npy").symlink_to(tmp_path / "elsewhere.npy")
+    line = one_error_line(dump_mel(tmp_path, "--out", "link.npy"))
+    assert "symbolic link" in line and "link.npy" in line
+    assert not (tmp_path / "elsewhere.npy").exists()
+
+
+def test_a_device_is_never_replaced_even_with_force():
+    # mknod needs privileges a test must not assume; /dev/null is a character device every POSIX system has.
+    with pytest.raises(InputError, match="found a character device"):
+        safe_write.check_output_path("/dev/null", force=True, what="--out")
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+
+
+def test_a_fifo_as_out_is_refused_with_force_and_named(tmp_path):
+    os.mkfifo(tmp_path / "pipe.npy")
+    line = one_error_line(dump_mel(tmp_path, "--out", "pipe.npy", "--force"))
+    assert "FIFO" in line and "pipe.npy" in line
+    assert stat.S_ISFIFO(os.lstat(tmp_path / "pipe.npy").st_mode)
+
+
+def test_new_output_files_get_the_umask_mode_not_0600(tmp_path):
+    result = app("dump", "--audio", AUDIO, "--stage", "mel", "--out", "new.npy", cwd=tmp_path, umask=0o022)
+    assert result.returncode == 0, result.stderr
+    assert stat.S_IMODE(os.stat(tmp_path / "new.npy").st_mode) == 0o644
+
+
+def test_force_keeps_an_existing_files_mode(tmp_path):
+    out = tmp_path / "old.json"
+    out.write_text("{}")
+    out.chmod(0o640)
+    result = app("inspect", ENCODER, "--json", "old.json", "--force", cwd=tmp_path, umask=0o077)
+    assert result.returncode == 0, result.stderr
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o640
+    assert json.loads(out.read_text())["format"]
+
+
+@pytest.mark.parametrize("option", ["--out", "--json"])
+def test_an_existing_folder_as_output_with_force_is_a_message(tmp_path, option):
+    (tmp_path / "x.npy").mkdir()
+    (tmp_path / "x.json").mkdir()
+    if option == "--out":
+        result = dump_mel(tmp_path, "--out", "x.npy", "--force")
+    else:
+        result = app("inspect", ENCODER, "--json", "x.json", "--force", cwd=tmp_path)
+    line = one_error_line(result)
+    assert "found a folder" in line
+
+
+def test_output_is_checked_before_any_input_is_read(tmp_path):
+    # The audio does not exist: if the output were checked only after the work, the message would be the audio's.
+    (tmp_path / "exists.npy").write_bytes(b"old")
+    line = one_error_line(app("dump", "--audio", "missing.wav", "--stage", "mel", "--out", "exists.npy", cwd=tmp_path))
+    assert "exists.npy already exists" in line
+    (tmp_path / "exists.json").write_text("{}")
+    line = one_error_line(app("report", "missing.toml", "--json", "exists.json", cwd=tmp_path))
+    assert "exists.json already exists" in line
+
+
+def _enospc(*_args, **_kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_full_disk_during_dump_leaves_the_old_file_and_no_partial_file(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "out.npy"
+    out.write_bytes(b"the old dump")
+
+    def full_save(handle, array, *args, **kwargs):
+        handle.write(b"\x93NUMPY partial")
+        _enospc()
+
+    monkeypatch.setattr(np, "save", full_save)
+    code, err = run_inprocess(["dump", "--audio", str(AUDIO), "--stage", "mel", "--out", str(out), "--force"], capsys)
+    assert code == 2, err
+    assert "disk is full" in err and str(out) in err
+    assert out.read_bytes() == b"the old dump"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.npy"]
+
+
+def test_full_disk_during_report_json_is_a_message(tmp_path, monkeypatch, capsys):
+    session = session_file(tmp_path, f"""
+        [[lanes]]
+        name = "a"
+        encoder = "{ENCODER}"
+        """)
+    monkeypatch.setattr(pathlib.Path, "write_text", _enospc)
+    code, err = run_inprocess(["report", str(session), "--json", str(tmp_path / "r.json")], capsys)
+    assert code == 2, err
+    assert "disk is full" in err and "r.json" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.toml"]
+
+
+# --- crashes that must be messages ----------------------------------------------------------------------------
+
+def test_a_symlink_loop_named_in_a_session_is_a_message(tmp_path):
+    (tmp_path / "loop.wav").symlink_to(tmp_path / "loop.wav")
+    session = session_file(tmp_path, f"""
+        [[lanes]]
+        name = "a"
+        encoder = "{ENCODER}"
+        """, audio="loop.wav")
+    line = one_error_line(app("report", session, cwd=tmp_path))
+    assert "loop.wav" in line and "symbolic link loop" in line
+
+
+def test_an_audio_path_that_is_not_utf8_is_read(tmp_path):
+    name = os.fsdecode(b"\xff\xfespeech.wav")
+    (tmp_path / name).write_bytes(AUDIO.read_bytes())
+    result = subprocess.run([sys.executable, str(ROOT / "app.py"), "dump", "--audio", name, "--stage", "mel",
+                             "--out", "m.npy"], capture_output=True, cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+    assert np.load(tmp_path / "m.npy").shape[1] == 80
+
+
+def test_a_npy_whose_header_declares_1e11_rows_is_a_message(tmp_path):
+    header = {"descr": "<f4", "fortran_order": False, "shape": (10**11, 512)}
+    with open(tmp_path / "huge.npy", "wb") as handle:
+        np.lib.format.write_array_header_1_0(handle, header)
+        handle.write(bytes(4096))
+    line = one_error_line(app("dump", "--audio", AUDIO, "--encoder", "huge.npy", "--stage", "features",
+                              "--out", "f.npy", cwd=tmp_path))
+    assert "huge.npy" in line and "10^11" not in line and "100000000000" in line
+
+
+@pytest.mark.parametrize("options, model, message", [
+    ('threads = "many"', ENCODER, "threads"),
+    ('threads = "many"', DEMO / "models" / "audio_visual_encoder.pth", "threads"),
+    ('size = "abc"', DEMO / "models" / "audio_visual_encoder.pth", "size"),
+    ("threads = 1.5", ENCODER, "threads"),
+    ('provider = 3', ENCODER, "provider"),
+])
+def test_option_values_of_the_wrong_type_fail_the_lane_with_a_message(tmp_path, options, model, message):
+    pytest.importorskip("torch")
+    session = session_file(tmp_path, f"""
+        [[lanes]]
+        name = "ok"
+        encoder = "{ENCODER}"
+
+        [[lanes]]
+        name = "bad"
+        encoder = "{model}"
+        [lanes.options]
+        {options}
+        """)
+    result = app("report", session, cwd=tmp_path)
+    assert "Traceback" not in result.stderr and result.returncode == 2, result.stderr
+    assert f"{message} = " in result.stdout + result.stderr
+
+
+# --- hangs ----------------------------------------------------------------------------------------------------
+
+def test_a_fifo_as_audio_is_refused_up_front(tmp_path):
+    os.mkfifo(tmp_path / "speech.wav")
+    result = app("dump", "--audio", "speech.wav", "--stage", "mel", "--out", "m.npy", cwd=tmp_path,
+                 timeout=HANG_TIMEOUT)
+    line = one_error_line(result)
+    assert "speech.wav" in line and "found a FIFO (named pipe)" in line
+
+
+def test_a_fifo_as_the_session_is_refused_up_front(tmp_path):
+    os.mkfifo(tmp_path / "s.toml")
+    line = one_error_line(app("report", "s.toml", cwd=tmp_path, timeout=HANG_TIMEOUT))
+    assert "s.toml" in line and "found a FIFO (named pipe)" in line
+
+
+def test_a_fifo_named_as_audio_in_a_session_is_named(tmp_path):
+    os.mkfifo(tmp_path / "speech.wav")
+    session = session_file(tmp_path, f"""
+        [[lanes]]
+        name = "a"
+        encoder = "{ENCODER}"
+        """, audio="speech.wav")
+    line = one_error_line(app("report", session, cwd=tmp_path, timeout=HANG_TIMEOUT))
+    assert "found a FIFO (named pipe)" in line and "directory" not in line
+
+
+def _endless_encoder(path: Path) -> Path:
+    """An encoder [B,1,80,16] -> [B,512] whose Loop runs 2**62 times: it never returns in practice."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+         helper.make_node("Add", ["state_in", "one"], ["state_out"])],
+        "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("state_in", TensorProto.FLOAT, [1, 512])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("state_out", TensorProto.FLOAT, [1, 512])],
+        [helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])],
+    )
+    graph = helper.make_graph(
+        [helper.make_node("ReduceSum", ["mel", "axes"], ["summed"], keepdims=0),
+         helper.make_node("Reshape", ["summed", "shape"], ["flat"]),
+         helper.make_node("Mul", ["flat", "zeros"], ["start"]),
+         helper.make_node("Loop", ["trips", "cond", "start"], ["out"], body=body)],
+        "endless",
+        [helper.make_tensor_value_info("mel", TensorProto.FLOAT, [1, 1, 80, 16])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 512])],
+        [helper.make_tensor("axes", TensorProto.INT64, [2], [2, 3]),
+         helper.make_tensor("shape", TensorProto.INT64, [2], [1, 1]),
+         helper.make_tensor("zeros", TensorProto.FLOAT, [1, 512], [0.0] * 512),
+         helper.make_tensor("trips", TensorProto.INT64, [], [2**62]),
+         helper.make_tensor("cond", TensorProto.BOOL, [], [True])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_time_limit_stops_an_endless_onnx_model_with_a_message(tmp_path):
+    _endless_encoder(tmp_path / "endless.onnx")
+    result = app("dump", "--audio", AUDIO, "--encoder", "endless.onnx", "--stage", "features", "--out", "f.npy",
+                 "--time-limit", "2", cwd=tmp_path, timeout=HANG_TIMEOUT)
+    line = one_error_line(result)
+    assert "--time-limit 2" in line and "stopped" in line
+    assert not (tmp_path / "f.npy").exists()
+
+
+def test_time_limit_must_be_a_positive_number(tmp_path):
+    result = dump_mel(tmp_path, "--out", "m.npy", "--time-limit", "soon")
+    assert result.returncode == 2 and "--time-limit" in result.stderr and "Traceback" not in result.stderr
+
+
+# --- unbounded resources --------------------------------------------------------------------------------------
+
+def _wav_header(rate: int, frames: int, channels: int = 1) -> bytes:
+    data_bytes = frames * channels * 2
+    return (b"RIFF" + struct.pack("<I", 36 + data_bytes) + b"WAVEfmt " +
+            struct.pack("<IHHIIHH", 16, 1, channels, rate, rate * channels * 2, channels * 2, 16) +
+            b"data" + struct.pack("<I", data_bytes))
+
+
+def test_a_wav_whose_header_says_1_hz_is_refused_before_decoding(tmp_path):
+    (tmp_path / "one_hz.wav").write_bytes(_wav_header(1, 16000) + bytes(32000))
+    line = one_error_line(dump_mel(tmp_path, "--out", "m.npy", audio="one_hz.wav"))
+    assert "one_hz.wav" in line and "1 Hz" in line and "core/limits.py" in line
+
+
+def test_audio_longer_than_the_limit_is_refused_naming_the_limit(tmp_path, monkeypatch):
+    from pipeline.audio import load_audio
+
+    sf.write(tmp_path / "a.wav", np.zeros(16000, np.float32), 16000)
+    monkeypatch.setattr(limits, "MAX_AUDIO_SECONDS", 0.5)
+    with pytest.raises(limits.LimitError, match=r"a\.wav.*more than the limit of 0\.000138889 hours"):
+        load_audio(tmp_path / "a.wav")
+
+
+def test_a_20000x20000_png_template_is_refused_from_its_header(tmp_path):
+    from pipeline.avatar import Avatar
+    from tests.builders.avatar import make_dataset
+
+    make_dataset(tmp_path / "avatar", frames=2, size=(64, 48))
+    image = tmp_path / "avatar" / "full_body_img" / "1.jpg"
+    image.unlink()
+    (image.parent / "1.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + struct.pack(">II", 20000, 20000)
+                                         + b"\x08\x02\x00\x00\x00" + bytes(4))
+    with pytest.raises(limits.LimitError, match=r"1\.png: 20000x20000 is 400 megapixels.*limit of 40 megapixels"):
+        Avatar.open(tmp_path / "avatar")
+
+
+def test_a_zip_member_that_inflates_beyond_the_limit_is_refused(tmp_path, monkeypatch):
+    from pipeline.dumps import load_mel_dump
+
+    np.savez_compressed(tmp_path / "mel.npz", mel=np.zeros((4000, 80), np.float32))
+    monkeypatch.setattr(limits, "MAX_ARRAY_BYTES", 1000)
+    with pytest.raises(limits.LimitError, match="mel.npz"):
+        load_mel_dump(tmp_path / "mel.npz")
+
+
+def test_a_truncated_npy_is_named_before_allocating(tmp_path):
+    from pipeline.dumps import load_mel_dump
+
+    np.save(tmp_path / "mel.npy", np.zeros((100, 80), np.float32))
+    data = (tmp_path / "mel.npy").read_bytes()
+    (tmp_path / "mel.npy").write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match=r"mel\.npy.*declares \[100, 80\].*32000 bytes.*found 1\d\d\d\d"):
+        load_mel_dump(tmp_path / "mel.npy")
+
+
+# --- messages -------------------------------------------------------------------------------------------------
+
+def test_devices_are_not_called_a_directory(tmp_path):
+    from core.filekinds import file_kind
+
+    with pytest.raises(InputError, match="found a character device"):
+        file_kind("/dev/null", "encoder")
+    line = one_error_line(app("dump", "--audio", "/dev/zero", "--stage", "mel", "--out", "m.npy", cwd=tmp_path,
+                              timeout=HANG_TIMEOUT))
+    assert "found a character device" in line
+
+
+def test_a_symlinked_model_takes_its_kind_from_the_links_name(tmp_path):
+    # The Hugging Face cache: snapshots/<rev>/enc.onnx -> ../../blobs/<hash>, a target without a suffix.
+    (tmp_path / "blobs").mkdir()
+    (tmp_path / "snap").mkdir()
+    (tmp_path / "blobs" / "9f2c01ab").write_bytes(ENCODER.read_bytes())
+    (tmp_path / "snap" / "enc.onnx").symlink_to("../blobs/9f2c01ab")
+    session = session_file(tmp_path, """
+        [[lanes]]
+        name = "hf"
+        encoder = "snap/enc.onnx"
+        """)
+    result = app("report", session, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "no extension" not in result.stderr
+
+
+def test_pth_errors_are_one_line_without_torchs_advice(tmp_path):
+    torch = pytest.importorskip("torch")
+
+    torch.save({"weights": pathlib.PurePosixPath("any class at all")}, tmp_path / "pickle.pth")
+    (tmp_path / "empty.pth").write_bytes(b"")
+    for name, expected in (("pickle.pth", "refused"), ("empty.pth", "empty file")):
+        line = one_error_line(app("dump", "--audio", AUDIO, "--encoder", name, "--stage", "features",
+                                  "--out", "f.npy", cwd=tmp_path))
+        assert name in line and expected in line, line
+        assert "weights_only" not in line and not line.rstrip().endswith("found:")
+
+
+def test_a_huge_landmark_is_not_printed_as_int64_min(tmp_path):
+    from pipeline.avatar import read_lms
+
+    lines = [f"{100 + i} {200 + i}" for i in range(110)]
+    lines[31] = "1e30 231"
+    (tmp_path / "0.lms").write_text("\n".join(lines))
+    with pytest.raises(InputError, match="0.lms") as error:
+        read_lms(tmp_path / "0.lms")
+    assert "9223372036854775808" not in str(error.value)
+
+
+def test_frames_out_of_range_are_refused_naming_the_clips_frames(tmp_path):
+    line = one_error_line(app("dump", "--audio", AUDIO, "--stage", "tensors", "--encoder", DEMO / "aud_ave.npy",
+                              "--frames", "0:99999", "--out", "t.npy", cwd=tmp_path))
+    assert "0:99999" in line and "0..322" in line
+
+
+def test_frames_with_a_negative_start_work_without_the_equals_form(tmp_path):
+    result = app("dump", "--audio", AUDIO, "--stage", "tensors", "--encoder", DEMO / "aud_ave.npy",
+                 "--frames", "-5:", "--out", "t.npy", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert np.load(tmp_path / "t.npy").shape == (5, 32, 16, 16)
+
+
+def test_a_mel_dump_that_disagrees_with_the_audio_is_refused(tmp_path):
+    np.save(tmp_path / "short.npy", np.zeros((200, 80), np.float32))
+    line = one_error_line(app("dump", "--audio", AUDIO, "--mel", "short.npy", "--stage", "windows", "--out", "w.npy",
+                              cwd=tmp_path))
+    assert "short.npy" in line and "200" in line and "1037" in line
