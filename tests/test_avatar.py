@@ -494,11 +494,11 @@ def test_ping_pong_rejects_an_empty_template() -> None:
 
 
 def boxes_from_lms_files(folder: Path, count: int) -> list[CropBox]:
-    """Read the .lms files with np.loadtxt (a second parser) and apply PIPELINE.md's formula."""
+    """Read the .lms files with the reference's own parse and crop-box expressions (np.loadtxt's float64 is not it)."""
     boxes = []
     for i in range(count):
-        lms = np.loadtxt(folder / "landmarks" / f"{i}.lms").astype(np.int32)
-        boxes.append(CropBox(int(lms[1, 0]), int(lms[52, 1]), int(lms[31, 0]), int(lms[52, 1] + lms[31, 0] - lms[1, 0])))
+        xmin, ymin, xmax, ymax = reference.crop_box(reference.read_lms(str(folder / "landmarks" / f"{i}.lms")))
+        boxes.append(CropBox(xmin, ymin, xmax, ymax))
     return boxes
 
 
