@@ -26,6 +26,7 @@ from core.errors import InputError
 from pipeline.lane import RenderedFrame
 from pipeline.session import LaneSpec
 from ui.compare_view import CompareView
+from ui.export_actions import install_export_actions
 from ui.help import HelpMixin
 from ui.lane_view import LaneView
 from ui.plots import FeaturePlots, PlotLane
@@ -264,6 +265,8 @@ class MainWindow(HelpMixin, SessionFilesMixin, QMainWindow):
         menu.addSeparator()
         menu.addAction(self._action("&Save session", self.save_current_session, QKeySequence.StandardKey.Save))
         menu.addAction(self._action("Save session &as…", self.choose_save_path, "Ctrl+Shift+S"))
+        menu.addSeparator()
+        self.exports = install_export_actions(self, menu)  # Export video… (Ctrl+E), Export picture… (Ctrl+Shift+E)
         menu.addSeparator()
         self.quit_action = self._action("&Quit", self.close, QKeySequence.StandardKey.Quit)
         menu.addAction(self.quit_action)
