@@ -96,7 +96,9 @@ def stuck_window(qtbot, tmp_path):
     samples = np.zeros(16000 * 4, np.float32)
     frames = frame_count_for(samples)
     window = MainWindow(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat), prefer_audio=False)
-    qtbot.addWidget(window)
+    # pytest-qt closes its widgets before fixtures are torn down: the lane must be released first, or closing waits
+    # for a render thread that is still blocked inside frame() (and gives up on it, leaving it alive).
+    qtbot.addWidget(window, before_close_func=lambda _: release.set())
     window.show()
     window.set_content(samples, [StuckLane("slow", frames)])
     try:
@@ -104,6 +106,7 @@ def stuck_window(qtbot, tmp_path):
     finally:
         release.set()
         window.close()
+        assert not window.worker._thread.is_alive()
 
 
 def test_a_lane_that_cannot_keep_up_shows_its_latest_frame_with_a_marker(qtbot, stuck_window) -> None:
@@ -172,11 +175,11 @@ def test_a_frame_that_arrives_after_its_time_still_replaces_an_older_picture(qtb
     qtbot.waitUntil(lambda: window.current_frame >= 8, timeout=30_000)
     reference = FakeLane("slow", frames)
     late_index = window.current_frame - 3  # no event processing below, so the playhead stays put
-    window._on_worker_result(FrameReady(slot.lane_id, 1.0, late_index, reference.frame(late_index, 1.0), 0))
+    window.transport.apply_result(FrameReady(slot.lane_id, 1.0, late_index, reference.frame(late_index, 1.0), 0))
     assert slot.view.shown_index == late_index and slot.view.is_late
     assert encoded_frame_index(slot.view.image.shown[..., ::-1]) == late_index
     older = late_index - 2  # older than what is on screen: ignored
-    window._on_worker_result(FrameReady(slot.lane_id, 1.0, older, reference.frame(older, 1.0), 0))
+    window.transport.apply_result(FrameReady(slot.lane_id, 1.0, older, reference.frame(older, 1.0), 0))
     assert encoded_frame_index(slot.view.image.shown[..., ::-1]) == late_index
     window.pause()
 

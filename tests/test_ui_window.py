@@ -177,9 +177,9 @@ def test_fit_sets_the_least_squares_scale_and_shows_r2(qtbot, window) -> None:
     assert tiny.scale == pytest.approx(1.0 / TINY_FEATURE_SCALE, rel=1e-3)
     assert tiny.view.scale_control.box.value() == pytest.approx(100.0, rel=1e-3)
     assert tiny.view.scale_control.r2_label.text().startswith("R² 1.00")
-    # the scatter's slope (lane against reference at the current frame) is now 1
-    qtbot.waitUntil(lambda: window.plots.fit_slope is not None, timeout=WAIT_MS)
-    assert window.plots.fit_slope == pytest.approx(1.0, rel=1e-3)
+    # the scatter's k (lane ≈ k × reference at the current frame) is now 1
+    qtbot.waitUntil(lambda: window.plots.fit_k is not None, timeout=WAIT_MS)
+    assert window.plots.fit_k == pytest.approx(1.0, rel=1e-3)
 
 
 def test_choosing_another_reference_changes_what_fit_aims_at(qtbot, window) -> None:
@@ -270,7 +270,7 @@ def test_prerender_renders_every_frame_then_plays(qtbot, window) -> None:
     window.prerender_action.setChecked(True)
     window.play()
     qtbot.waitUntil(lambda: window.playing, timeout=WAIT_MS * 3)
-    rendered = window._rendered_rows()
+    rendered = window.transport.rendered_rows()
     assert all(row.all() for row in rendered)
     window.pause()
 

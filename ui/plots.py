@@ -62,7 +62,8 @@ class RangePlot(pg.PlotWidget):
             self.addItem(item)
         self.playhead = pg.InfiniteLine(pos=0, angle=90, pen=pg.mkPen("#fdd663", width=1))
         self.addItem(self.playhead)
-        self.y_range: tuple[float, float] | None = None  # for tests: what the plot shows
+        self.y_range: tuple[float, float] | None = None  # this lane's own data range (None: no features yet)
+        self.shown_y_range: tuple[float, float] | None = None  # what the axis shows: own or shared range
 
     def set_lane(self, name: str, colour: str, ranges: Any | None) -> None:
         self.title_item.setText(name)
@@ -78,6 +79,7 @@ class RangePlot(pg.PlotWidget):
             for item in (self._min, self._max, self._p1, self._p99, self.mean_curve):
                 item.setData([], [])
             self.y_range = None
+            self.shown_y_range = None
             return
         low, high = _field(ranges, "min"), _field(ranges, "max")
         x = np.arange(len(low))
@@ -91,8 +93,12 @@ class RangePlot(pg.PlotWidget):
         top = float(finite_high.max()) if finite_high.size else 1.0
         bottom = float(min(0.0, finite_low.min())) if finite_low.size else 0.0
         self.y_range = (bottom, top if top > bottom else bottom + 1.0)
-        self.setYRange(*self.y_range, padding=0.05)
+        self.show_y_range(self.y_range)
         self.setXRange(0, max(1, len(low) - 1), padding=0.0)
+
+    def show_y_range(self, y_range: tuple[float, float]) -> None:
+        self.shown_y_range = y_range
+        self.setYRange(*y_range, padding=0.05)
 
 
 class FeaturePlots(QWidget):
@@ -102,6 +108,7 @@ class FeaturePlots(QWidget):
         super().__init__(parent)
         self._lanes: list[PlotLane] = []
         self._reference_id: int | None = None
+        self.shared_y = True
         self._frame = 0
         self._ranges: dict[tuple[int, int], Any] = {}  # (lane id, id of its features array) -> per-row ranges
         self._frame_plots_timer = QTimer(self)  # coalesces frame changes during playback
@@ -114,6 +121,11 @@ class FeaturePlots(QWidget):
         self.range_layout.setContentsMargins(0, 0, 0, 0)
         self.range_layout.setSpacing(2)
         self.range_plots: list[RangePlot] = []
+        # Each lane's own y-range hides the very gap this app exists to show (a lane 27x smaller looks the same);
+        # a shared range shows it. The label says which is on.
+        self.y_mode_label = QLabel("")
+        self.y_mode_label.setStyleSheet("color: #9aa0a6;")
+        self.range_layout.addWidget(self.y_mode_label)
 
         self.histogram = pg.PlotWidget()
         self.histogram.setBackground("#202124")
@@ -126,6 +138,10 @@ class FeaturePlots(QWidget):
         self.scatter.setBackground("#202124")
         self.scatter.setMenuEnabled(False)
         self.scatter.setLabel("bottom", "reference")
+        # A short, fixed y label: a lane's name (tens of characters) ran past the plot's height and was cut off;
+        # the name is in the lane picker above and in the caption below.
+        self.scatter.setLabel("left", "lane")
+        self.scatter.getAxis("left").setWidth(52)
         self.scatter_points = pg.ScatterPlotItem(size=4, pen=_INVISIBLE)
         self.fit_line = pg.PlotDataItem(pen=pg.mkPen("#fdd663", width=1.5))
         self.identity_line = pg.PlotDataItem(pen=pg.mkPen("#5f6368", width=1, style=pg.QtCore.Qt.PenStyle.DashLine))
@@ -136,7 +152,8 @@ class FeaturePlots(QWidget):
         self.scatter_lane.currentIndexChanged.connect(lambda _: self._update_frame_plots())
         self.fit_label = QLabel("")
         self.fit_label.setStyleSheet("color: #fdd663;")
-        self.fit_slope: float | None = None  # for tests and the label: lane ≈ slope · reference at this frame
+        self.fit_label.setWordWrap(True)
+        self.fit_k: float | None = None  # k at this frame: lane ≈ k × reference (least squares through 0)
 
         scatter_box = QWidget()
         scatter_layout = QVBoxLayout(scatter_box)
@@ -183,6 +200,7 @@ class FeaturePlots(QWidget):
             suffix = "  (reference)" if lane.lane_id == reference_id and "reference" not in lane.name.lower() else ""
             plot.set_lane(lane.name + suffix, lane.colour, ranges)
         self._ranges = {k: v for k, v in self._ranges.items() if k in live_keys}
+        self._apply_y_mode()
 
         current = self.scatter_lane.currentData()
         self.scatter_lane.blockSignals(True)
@@ -194,6 +212,20 @@ class FeaturePlots(QWidget):
         self.scatter_lane.setCurrentIndex(index if index >= 0 else 0)
         self.scatter_lane.blockSignals(False)
         self._update_frame_plots()
+
+    def set_shared_y(self, shared: bool) -> None:
+        """One y-range for every lane's plot (magnitudes comparable at a glance) or each lane its own."""
+        self.shared_y = bool(shared)
+        self._apply_y_mode()
+
+    def _apply_y_mode(self) -> None:
+        ranges = [plot.y_range for plot in self.range_plots if plot.y_range is not None]
+        shared = (min(r[0] for r in ranges), max(r[1] for r in ranges)) if ranges else None
+        for plot in self.range_plots:
+            if plot.y_range is not None:
+                plot.show_y_range(shared if self.shared_y and shared is not None else plot.y_range)
+        self.y_mode_label.setText("y-axis: one range shared by every lane (View ▸ Shared y-range)" if self.shared_y
+                                  else "y-axis: each lane its own range (View ▸ Shared y-range)")
 
     def set_frame(self, frame: int, immediately: bool = True) -> None:
         """Move the playheads now; redraw histogram and scatter now, or within 100 ms while playing."""
@@ -245,20 +277,21 @@ class FeaturePlots(QWidget):
             self.fit_line.setData([], [])
             self.identity_line.setData([], [])
             self.fit_label.setText("waiting for features…" if lane is not None else "add a second lane to compare")
-            self.fit_slope = None
+            self.fit_k = None
             return
         row = min(self._frame, len(lane.features) - 1, len(reference.features) - 1)
         x = np.asarray(reference.features[row], dtype=np.float64)
         y = np.asarray(lane.features[row], dtype=np.float64)
         result = compare(y, x)
-        self.fit_slope = float(result.scale)
+        self.fit_k = float(result.scale)
         self.scatter_points.setData(x, y, brush=pg.mkBrush(lane.colour))
         top = float(np.nanmax(x)) if x.size else 1.0
-        self.fit_line.setData([0.0, top], [0.0, self.fit_slope * top])
+        self.fit_line.setData([0.0, top], [0.0, self.fit_k * top])
         self.identity_line.setData([0.0, top], [0.0, top])
-        self.scatter.setLabel("left", lane.name)
-        self.fit_label.setText(f"frame {row}: slope {self.fit_slope:.4g}  R² {float(result.r2):.3f}  "
-                               f"cos {float(result.cosine):.3f}   (dashed: equal values)")
+        self.fit_label.setText(f"frame {row}: k {self.fit_k:.4g} ({lane.name} ≈ k × reference)  "
+                               f"R² {float(result.r2):.3f}  cos {float(result.cosine):.3f}   (dashed: equal values)")
+        self.fit_label.setToolTip("k: the least-squares factor at this frame; Fit sets the lane's scale so k "
+                                  "becomes 1 over the whole clip")
 
 
 def _histogram_parts(result: Any) -> tuple[np.ndarray, list[np.ndarray]]:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import math
 
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
+from PySide6.QtGui import QKeyEvent
 from PySide6.QtWidgets import QDoubleSpinBox, QHBoxLayout, QLabel, QSlider, QToolButton, QWidget
 
-MIN_SCALE = 0.01
-MAX_SCALE = 1000.0
+from workspace.model import MAX_SCALE, MIN_SCALE
 SLIDER_STEPS_PER_DECADE = 1000
 SLIDER_MAX = int(round(math.log10(MAX_SCALE / MIN_SCALE) * SLIDER_STEPS_PER_DECADE))  # 5000
 DRAG_COALESCE_MS = 40  # ~25 updates a second: one per video frame
@@ -35,7 +35,11 @@ def scale_to_slider(scale: float) -> int:
 
 
 class ScaleControl(QWidget):
-    """Emits ``scaleChanged(float)`` (coalesced while dragging), ``fitRequested()`` and shows the fit's R²."""
+    """Emits ``scaleChanged(float)`` (coalesced while dragging), ``fitRequested()`` and shows the fit's R².
+
+    Focus: the slider never takes the keyboard focus and the box gives it up on Enter or Escape, so after a
+    scale is set Space, Left and Right drive playback again instead of editing the scale.
+    """
 
     scaleChanged = Signal(float)
     fitRequested = Signal()
@@ -52,13 +56,19 @@ class ScaleControl(QWidget):
         self.slider = QSlider(Qt.Orientation.Horizontal)
         self.slider.setRange(0, SLIDER_MAX)
         self.slider.setPageStep(SLIDER_STEPS_PER_DECADE // 10)
-        self.slider.setToolTip("Feature scale, logarithmic from 0.01x to 1000x")
+        self.slider.setToolTip(f"Feature scale, logarithmic from {MIN_SCALE:g}× to {MAX_SCALE:g}×")
+        self.slider.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # arrow keys step frames, not the slider
         self.box = QDoubleSpinBox()
-        self.box.setRange(MIN_SCALE, MAX_SCALE * 100)  # a fit may land beyond the slider's end
+        # Wider than the accepted range on purpose: a typed 5000 reaches _on_box and is clamped with the reason
+        # shown, instead of being refused keystroke by keystroke without a word.
+        self.box.setRange(0.0001, MAX_SCALE * 1000)
         self.box.setDecimals(4)
         self.box.setSuffix(" ×")
         self.box.setKeyboardTracking(False)
-        self.box.setToolTip("Feature scale (type a value and press Enter)")
+        self._box_tip = (f"Feature scale, {MIN_SCALE:g}× to {MAX_SCALE:g}× (type a value and press Enter; "
+                         "Escape leaves it as it was)")
+        self.box.setToolTip(self._box_tip)
+        self.box.installEventFilter(self)
         # Tool buttons, not push buttons: styles give a push button a minimum width of about 80 px, and four lanes
         # side by side then squeezed the slider to nothing on a 1600 px window.
         self.fit_button = QToolButton()
@@ -69,6 +79,8 @@ class ScaleControl(QWidget):
         self.reset_button.setToolTip("Reset the scale to 1")
         self.slider.setMinimumWidth(60)
         self.r2_label = QLabel("")
+        self.limit_label = QLabel("")  # why a typed scale was changed (clamped to the slider's range)
+        self.limit_label.setStyleSheet("color: #f29900;")
 
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -78,11 +90,12 @@ class ScaleControl(QWidget):
         layout.addWidget(self.fit_button)
         layout.addWidget(self.reset_button)
         layout.addWidget(self.r2_label)
+        layout.addWidget(self.limit_label)
 
         self._show(self._scale)
         self.slider.valueChanged.connect(self._on_slider)
         self.box.valueChanged.connect(self._on_box)
-        self.reset_button.clicked.connect(lambda: self.set_scale(1.0, emit=True))
+        self.reset_button.clicked.connect(self._on_reset)
         self.fit_button.clicked.connect(self.fitRequested)
 
     @property
@@ -99,7 +112,33 @@ class ScaleControl(QWidget):
             self.scaleChanged.emit(self._scale)
 
     def show_fit(self, r2: float | None) -> None:
+        """The R² of the last Fit; cleared by any other change of the scale, which it no longer describes."""
         self.r2_label.setText("" if r2 is None else f"R² {r2:.3f}")
+        self.r2_label.setToolTip("" if r2 is None else "How well the fitted scale makes this lane's features match "
+                                 "the reference's: near 1, a scale fixes the lane; low, no scale can")
+
+    def show_limit(self, message: str | None) -> None:
+        """Say why the scale shown is not the one asked for (or clear it)."""
+        self.limit_label.setText("" if message is None else "clamped")
+        self.limit_label.setToolTip(message or "")
+        self.box.setToolTip(message or self._box_tip)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt's name)
+        if watched is self.box and event.type() == QEvent.Type.KeyPress and isinstance(event, QKeyEvent):
+            if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
+                self.box.interpretText()  # applies the typed value (valueChanged -> _on_box)
+                self.box.clearFocus()
+                return True
+            if event.key() == Qt.Key.Key_Escape:
+                self._show(self.scale)  # leave the scale as it was
+                self.box.clearFocus()
+                return True
+        return super().eventFilter(watched, event)
+
+    def _on_reset(self) -> None:
+        self.show_fit(None)
+        self.show_limit(None)
+        self.set_scale(1.0, emit=True)
 
     def _show(self, scale: float) -> None:
         for widget in (self.slider, self.box):
@@ -110,6 +149,8 @@ class ScaleControl(QWidget):
             widget.blockSignals(False)
 
     def _on_slider(self, position: int) -> None:
+        self.show_fit(None)
+        self.show_limit(None)
         scale = slider_to_scale(position)
         self.box.blockSignals(True)
         self.box.setValue(scale)
@@ -119,7 +160,12 @@ class ScaleControl(QWidget):
             self._coalesce.start()
 
     def _on_box(self, value: float) -> None:
-        self.set_scale(value, emit=True)
+        self.show_fit(None)
+        clamped = min(MAX_SCALE, max(MIN_SCALE, float(value)))
+        self.show_limit(None if clamped == value else
+                        f"{value:g}× is outside the slider's range ({MIN_SCALE:g}× to {MAX_SCALE:g}×): set to "
+                        f"{clamped:g}×")
+        self.set_scale(clamped, emit=True)
 
     def _flush(self) -> None:
         if self._pending is None:

@@ -1,19 +1,17 @@
 """File actions of the comparison window: open a session, an audio file or an avatar folder (menu or drop),
 save the session, recent sessions, and input problems shown as messages instead of crashes.
 
-A mixin of MainWindow, kept apart so the window module holds the playback and rendering logic only. It relies on
-the window's ``settings``, ``session``, ``slots``, ``hidden_specs``, ``reference_id``, ``open_session``, ``set_content``,
-``add_lane``, ``replace_lane_source`` and ``statusBar``.
+A mixin of MainWindow: the dialogs and messages are here, the changes themselves are the workspace's
+(workspace/model.py). It relies on the window's ``settings``, ``workspace``, ``open_session``, ``add_lane``,
+``replace_lane_source`` and ``statusBar``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
-from typing import Any
 
-from backends.registry import MODELS
+from core.errors import InputError
 from core.filekinds import AUDIO_FORMATS, accepted_suffixes
 from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox
 
@@ -61,14 +59,7 @@ class SessionFilesMixin:
 
     def add_lane_from(self, path: Path) -> None:
         """A new lane with this encoder (or feature dump) and the generator of the first lane that has one."""
-        from pipeline.session import LaneSpec
-
-        generator = next((s.spec.generator for s in self.slots if s.spec.generator is not None), None)
-        names = {s.spec.name for s in self.slots} | {spec.name for spec in self.hidden_specs}
-        name = Path(path).stem
-        while name in names:
-            name += "'"
-        self.add_lane(LaneSpec(name=name, encoder=Path(path), generator=generator))
+        self.add_lane(self.workspace.spec_for_new_lane(Path(path)))
 
     def choose_replacement(self, lane_id: int, role: str) -> None:
         path, _ = QFileDialog.getOpenFileName(self, f"Replace the {role} (for an .mlpackage, choose its Manifest.json)",
@@ -78,48 +69,30 @@ class SessionFilesMixin:
 
     def replace_session_input(self, key: str, path: Path) -> None:
         """Reopen the session with another audio file or avatar folder; the lanes and scales stay."""
-        if self.session is None:
+        if self.workspace.session is None:
             self._complain("No session", "Open a session first; then an audio file or avatar folder can replace its own.")
             return
-        from core.errors import InputError
-        from pipeline.lane import open_lanes
-
-        session = dataclasses.replace(self.session, **{key: path}, lanes=self._current_specs())
         try:
-            lanes = open_lanes(session, models=MODELS)
+            self.workspace.replace_input(key, path)
         except InputError as error:
             self._complain(f"Cannot open {path.name}", str(error))
-            return
-        samples = next((l.audio.samples for l in lanes if hasattr(l, "audio")), None)
-        if samples is None:
-            from pipeline.audio import load_audio
-
-            samples = load_audio(session.audio).samples
-        index = next((i for i, s in enumerate(self.slots) if s.lane_id == self.reference_id), 0)
-        self.set_content(samples, lanes, reference_index=index, session=session, hidden_specs=self.hidden_specs)
-
-    def _current_specs(self) -> list[Any]:
-        return [dataclasses.replace(s.spec, scale=s.scale) for s in self.slots]
 
     def save_session(self, path: str | Path) -> bool:
         """Write the session with the lanes as they are now (order, sources and scales), then the lanes the
         window did not show (beyond the fourth), so saving never drops a lane. False (with a message) when the
         file cannot be written: a full disk or a read-only folder is the user's to fix, not a crash."""
-        from pipeline.session import save_session
-
-        if self.session is None:
+        if self.workspace.session is None:
             raise RuntimeError("no session to save")
-        reference = next((s.spec.name for s in self.slots if s.lane_id == self.reference_id), None)
-        session = dataclasses.replace(self.session, lanes=self._current_specs() + list(self.hidden_specs),
-                                      reference=reference, path=Path(path))
         try:
-            save_session(session, Path(path))
+            written = self.workspace.save(Path(path))
+        except InputError as error:  # core.safe_write's checks: a missing folder, a link, not a regular file
+            self._complain(f"Cannot save {Path(path).name}", str(error))
+            return False
         except OSError as error:
             self._complain(f"Cannot save {Path(path).name}",
                            f"{path}: expected a writable file in an existing folder, found {error.strerror or error}")
             return False
-        self.session = session
-        self._remember_recent(Path(path))
+        self._remember_recent(written)
         self.statusBar().showMessage(f"Saved {path}", 4000)
         return True
 
@@ -128,14 +101,15 @@ class SessionFilesMixin:
         resources/demo/demo.toml would change the demo for good and drop its explanatory comments."""
         from pipeline.session import demo_session_path
 
-        path = self.session.path if self.session is not None else None
+        session = self.workspace.session
+        path = session.path if session is not None else None
         if path is not None and Path(path).resolve() != demo_session_path().resolve():
             self.save_session(path)
         else:
             self.choose_save_path()
 
     def choose_save_path(self) -> None:
-        if self.session is None:
+        if self.workspace.session is None:
             return
         path, _ = QFileDialog.getSaveFileName(self, "Save session", self._last_dir(), "Sessions (*.toml)")
         if path:
@@ -182,7 +156,7 @@ class SessionFilesMixin:
         if path.suffix.lower() == ".toml":
             self.open_session(path)
         elif path.suffix.lower() in ENCODER_SUFFIXES:
-            if self.session is None:
+            if self.workspace.session is None:
                 self._complain("No session", "Open a session first; then a dropped model adds a lane to it.")
             else:
                 self.add_lane_from(path)

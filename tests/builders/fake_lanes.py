@@ -8,23 +8,17 @@ scale can be checked against hand-computed values.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
 import numpy as np
 
 from core.interfaces import Provenance
+from pipeline.session import LaneSpec
 
 
-@dataclass
-class FakeSpec:
-    name: str
-    encoder: Path = Path("fake_encoder.onnx")
-    generator: Path = Path("fake_generator.onnx")
-    scale: float = 1.0
-    mel: Path | None = None
-    options: dict[str, Any] = field(default_factory=dict)
+def fake_spec(name: str, scale: float = 1.0) -> LaneSpec:
+    """A real LaneSpec (the workspace saves it like any other) naming files that are never opened."""
+    return LaneSpec(name=name, encoder=Path("fake_encoder.onnx"), generator=Path("fake_generator.onnx"), scale=scale)
 
 
 @dataclass
@@ -55,7 +49,7 @@ class FakeLane:
 
     def __init__(self, name: str, num_frames: int, *, gain: float = 1.0, seed: int = 0,
                  size: tuple[int, int] = (48, 64), fail_with: Exception | None = None, scale: float = 1.0) -> None:
-        self.spec = FakeSpec(name=name, scale=scale)
+        self.spec = fake_spec(name, scale)
         self.num_frames = num_frames
         self._raw = fake_raw_features(num_frames, gain, seed)
         self._size = size
