@@ -26,6 +26,7 @@ from pipeline.compose import ComposeOptions, PanelLabel, compose_frame, label_fo
 from pipeline.lane import FailedLane, Lane, open_lanes, parse_frame_range
 from pipeline.session import demo_session_path, load_session
 from pipeline.video_export import audio_for_frames, check_mp4_path, encode_video
+from cli.common import add_time_limit
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -46,6 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--png", type=Path, metavar="FRAME.png", help="also (or only) write one frame as a PNG")
     p.add_argument("--frame", type=int, metavar="N", help="the frame --png shows (default: the first of --frames)")
     p.add_argument("--force", action="store_true", help="replace FILE.mp4 / FRAME.png if they exist")
+    add_time_limit(p)
     p.set_defaults(func=run)
 
 
