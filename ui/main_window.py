@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (QApplication, QCheckBox, QComboBox, QDoubleSpinBo
 from backends.registry import MODELS
 from core.errors import InputError
 from pipeline.lane import RenderedFrame
+from pipeline.metrics import scale_problem
 from pipeline.session import LaneSpec
 from ui.compare_view import CompareView
 from ui.export_actions import install_export_actions
@@ -349,7 +350,7 @@ class MainWindow(HelpMixin, SessionFilesMixin, QMainWindow):
         self.workspace.content_changed.connect(self._on_content)
         self.workspace.lanes_changed.connect(self._on_lanes_changed)
         self.workspace.scale_changed.connect(self._on_scale_changed)
-        self.workspace.features_ready.connect(lambda lane_id: self._refresh_plots())
+        self.workspace.features_ready.connect(self._on_features_ready)
         self.workspace.dirty_changed.connect(self.setWindowModified)
         self.transport.frame_changed.connect(self._on_frame_changed)
         self.transport.playing_changed.connect(self._show_playing)
@@ -519,14 +520,28 @@ class MainWindow(HelpMixin, SessionFilesMixin, QMainWindow):
 
     def set_lane_scale(self, lane_id: int, scale: float) -> None:
         """Apply a lane's scale: plots at once, the current frame rendered first."""
+        view = self.views.get(lane_id)
+        problem = scale_problem(scale, view.feature_peak if view is not None else None)
+        if problem is not None:  # float32 cannot carry it for this lane's features: say so, keep the old scale
+            if view is not None:
+                view.scale_control.set_scale(self.workspace.lane(lane_id).scale)
+            self.statusBar().showMessage(f"scale refused: {problem}", 10000)
+            return
         if scale > 0:
             self.workspace.set_scale(lane_id, scale)
+
+    def _on_features_ready(self, lane_id: int) -> None:
+        view = self.views.get(lane_id)
+        if view is not None:  # NaN/Inf count, the frames they reach, the peak the scale check needs
+            view.set_features(self.workspace.lane(lane_id).raw_features)
+        self._refresh_plots()
 
     def _on_scale_changed(self, lane_id: int, scale: float) -> None:
         view = self.views.get(lane_id)
         if view is None:
             return
         view.set_title_scale(scale)
+        view.clear_frames()  # NaN/Inf pixel counts were for the old scale
         if abs(view.scale_control.scale - scale) > 1e-12:
             view.scale_control.set_scale(scale)
         self._refresh_plots()
@@ -672,6 +687,8 @@ class MainWindow(HelpMixin, SessionFilesMixin, QMainWindow):
         if slot is None:
             return  # a lane removed while its frame was in flight
         self._timeline_dirty = True
+        if result.scale == slot.scale:
+            slot.view.note_frame(result.index, getattr(result.frame, "non_finite", 0))
         if result.scale == slot.scale and result.index == self.current_frame:
             self._display(slot, result.frame, result.index, late=False)
             self._show_frame()
@@ -696,6 +713,7 @@ class MainWindow(HelpMixin, SessionFilesMixin, QMainWindow):
         self._timeline_dirty = False
         slots = self.slots
         self.timeline.set_rendered(self.transport.rendered_rows()[:len(slots)], [s.colour for s in slots])
+        self.timeline.set_non_finite([s.view.non_finite_frames(self.num_frames) for s in slots])
 
     # ==========================================================================================================
     # shutdown
