@@ -13,6 +13,26 @@ from tests.builders.fake_lanes import FakeLane, encoded_frame_index
 from ui.compare_view import difference, wipe
 from ui.scale_control import SLIDER_MAX, ScaleControl, scale_to_slider, slider_to_scale
 from ui.timeline import waveform_envelope
+from workspace.clock import WallClock
+
+
+class MovedTime:
+    """A clock the test moves: playback position changes only when the test says so, so nothing in these tests
+    depends on how fast (or how loaded) the machine is."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def clock_factory(self, samples: np.ndarray) -> tuple[WallClock, None]:
+        return WallClock(len(samples) / 16000.0, now=self), None
+
+    def advance(self, window, seconds: float) -> None:
+        """Move time on, then run one display tick, as the window's timer would."""
+        self.now += seconds
+        window._tick()
 
 
 def test_slider_spans_five_decades_evenly_in_log10() -> None:
@@ -95,14 +115,16 @@ def stuck_window(qtbot, tmp_path):
 
     samples = np.zeros(16000 * 4, np.float32)
     frames = frame_count_for(samples)
-    window = MainWindow(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat), prefer_audio=False)
+    time = MovedTime()
+    window = MainWindow(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat), prefer_audio=False,
+                        clock_factory=time.clock_factory)
     # pytest-qt closes its widgets before fixtures are torn down: the lane must be released first, or closing waits
     # for a render thread that is still blocked inside frame() (and gives up on it, leaving it alive).
     qtbot.addWidget(window, before_close_func=lambda _: release.set())
     window.show()
     window.set_content(samples, [StuckLane("slow", frames)])
     try:
-        yield window, frames
+        yield window, frames, time
     finally:
         release.set()
         window.close()
@@ -111,11 +133,12 @@ def stuck_window(qtbot, tmp_path):
 
 def test_a_lane_that_cannot_keep_up_shows_its_latest_frame_with_a_marker(qtbot, stuck_window) -> None:
     """Audio (here the wall clock) keeps going; the slow lane holds its last picture and says it is late."""
-    window, _ = stuck_window
+    window, _, time = stuck_window
     view = window.slots[0].view
     qtbot.waitUntil(lambda: view.shown_index == 0, timeout=30_000)
     window.play()
-    qtbot.waitUntil(lambda: window.current_frame >= 5, timeout=30_000)
+    time.advance(window, 0.2)  # 5 frames on
+    assert window.current_frame == 5
     assert window.playing  # the clock did not wait for the renderer
     assert view.is_late and view.late_marker.isVisibleTo(view)
     assert encoded_frame_index(view.image.shown[..., ::-1]) == 0  # still the latest rendered frame
@@ -123,12 +146,18 @@ def test_a_lane_that_cannot_keep_up_shows_its_latest_frame_with_a_marker(qtbot, 
 
 
 @pytest.fixture
-def fake_window(qtbot, tmp_path):
+def moved_time() -> MovedTime:
+    return MovedTime()
+
+
+@pytest.fixture
+def fake_window(qtbot, tmp_path, moved_time):
     from ui.main_window import MainWindow, frame_count_for
 
     samples = np.zeros(16000 * 6, np.float32)
     frames = frame_count_for(samples)
-    window = MainWindow(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat), prefer_audio=False)
+    window = MainWindow(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat), prefer_audio=False,
+                        clock_factory=moved_time.clock_factory)
     qtbot.addWidget(window)
     window.show()
     window.set_content(samples, [FakeLane("a", frames), FakeLane("b", frames, seed=1)])
@@ -136,31 +165,32 @@ def fake_window(qtbot, tmp_path):
     window.close()
 
 
-def test_loop_region_keeps_playback_inside_it(qtbot, fake_window) -> None:
+def test_loop_region_keeps_playback_inside_it(fake_window, moved_time) -> None:
     window = fake_window
     window.seek_frame(30)
     window.loop_box.setChecked(True)  # region: the playhead and the next 2 s (50 frames)
     assert window.timeline.loop() == (30, 80)
-    window.timeline.set_loop((30, 40))
-    seen: list[int] = []
-    window.timer.timeout.connect(lambda: seen.append(window.current_frame))
+    window.transport.set_loop((30, 40))  # what dragging the region's edge on the timeline sends
+    assert window.timeline.loop() == (30, 40)
     window.play()
-    qtbot.waitUntil(lambda: len(seen) > 5 and any(a > b for a, b in zip(seen, seen[1:])), timeout=30_000)
+    seen = []
+    for _ in range(4):
+        moved_time.advance(window, 0.12)  # 3 frames a step
+        seen.append(window.current_frame)
     window.pause()
-    assert min(seen) >= 30 and max(seen) <= 40  # wrapped back to 30 instead of running on past 40
+    assert seen == [33, 36, 39, 30]  # 42 is past the region's end: back to its start instead of running on
 
 
-def test_av_offset_delays_the_picture(qtbot, fake_window) -> None:
+def test_av_offset_delays_the_picture(fake_window, moved_time) -> None:
     window = fake_window
     window.offset_box.setValue(200)  # the picture lags the sound by 200 ms = 5 frames
     window.seek_frame(20)
     assert window.clock.position_s() == pytest.approx((20 + 0.5) / 25 + 0.2)  # the sound is 5 frames ahead
     window.play()
-    start = window.clock.position_s()
-    qtbot.waitUntil(lambda: window.clock.position_s() > start + 0.05, timeout=10_000)  # some ticks while playing
+    moved_time.advance(window, 0.2)  # 5 frames of playback
     window.pause()
-    assert window.current_frame - 20 < 5  # shown: frame 20 (plus what played meanwhile), not frame 25
-    assert window.clock.position_s() * 25 - window.current_frame >= 4.5
+    assert window.current_frame == 25  # frame 20 plus the 5 played, not frame 30
+    assert window.clock.position_s() * 25 - window.current_frame == pytest.approx(5.5)
 
 
 def test_a_frame_that_arrives_after_its_time_still_replaces_an_older_picture(qtbot, stuck_window) -> None:
@@ -168,13 +198,14 @@ def test_a_frame_that_arrives_after_its_time_still_replaces_an_older_picture(qtb
     frame that happened to arrive on time."""
     from workspace.render_worker import FrameReady
 
-    window, frames = stuck_window
+    window, frames, time = stuck_window
     slot = window.slots[0]
     qtbot.waitUntil(lambda: slot.view.shown_index == 0, timeout=30_000)
     window.play()
-    qtbot.waitUntil(lambda: window.current_frame >= 8, timeout=30_000)
+    time.advance(window, 0.4)
+    assert window.current_frame == 10
     reference = FakeLane("slow", frames)
-    late_index = window.current_frame - 3  # no event processing below, so the playhead stays put
+    late_index = window.current_frame - 3  # the clock only moves when this test moves it
     window.transport.apply_result(FrameReady(slot.lane_id, 1.0, late_index, reference.frame(late_index, 1.0), 0))
     assert slot.view.shown_index == late_index and slot.view.is_late
     assert encoded_frame_index(slot.view.image.shown[..., ::-1]) == late_index

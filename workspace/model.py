@@ -24,7 +24,7 @@ from core.interfaces import ModelOpener, Provenance
 from pipeline.audio import Audio, load_audio
 from pipeline.avatar import Avatar
 from pipeline.lane import FailedLane, Lane, open_lanes
-from pipeline.metrics import compare
+from pipeline.metrics import check_scale, compare, feature_peak
 from pipeline.session import LaneSpec, Session, load_session, save_session
 from pipeline.windows import num_windows
 from workspace.events import Event
@@ -67,6 +67,7 @@ class LaneState:
     failure_details: str = ""
     features_only: bool = False
     raw_features: np.ndarray | None = None
+    peak: float | None = None  # largest finite |raw feature|: which scales float32 can carry for this lane
     _scaled: tuple[float, np.ndarray] | None = None
 
     @property
@@ -279,11 +280,12 @@ class Workspace:
         self._changed()
 
     def set_scale(self, lane_id: int, scale: float) -> float:
-        """Set a lane's scale, clamped to MIN_SCALE..MAX_SCALE; returns the scale set."""
-        if not np.isfinite(scale) or scale <= 0:
-            raise InputError(f"scale: expected a positive number, found {scale}")
+        """Set a lane's scale, clamped to MIN_SCALE..MAX_SCALE; returns the scale set. Raises InputError for a
+        scale float32 cannot carry for this lane's features (metrics.check_scale, the check every entry uses)."""
         state = self.lane(lane_id)
+        check_scale(scale, where=f"lane {state.name}: scale")
         scale = clamp_scale(float(scale))
+        check_scale(scale, where=f"lane {state.name}: scale", peak=state.peak)
         if scale != state.scale:
             state.scale = scale
             self._set_dirty(True)
@@ -310,7 +312,10 @@ class Workspace:
         if not np.isfinite(wanted) or wanted <= 0:
             raise FitError(f"the correction is {before.correction}; a lane of all-zero features cannot be scaled "
                            "to match")
-        scale = self.set_scale(lane_id, wanted)
+        try:
+            scale = self.set_scale(lane_id, wanted)
+        except InputError as error:
+            raise FitError(str(error)) from None
         after = compare(state.scaled_features(), theirs)
         return FitResult(lane_id, reference.name, float(before.scale), float(before.correction), scale,
                          float(after.r2), clamped=scale != wanted)
@@ -321,6 +326,7 @@ class Workspace:
         if state is None:
             return  # a lane removed while its features were in flight
         state.raw_features = raw_features
+        state.peak = feature_peak(raw_features)
         state._scaled = None
         self.features_ready.emit(lane_id)
 
