@@ -107,15 +107,18 @@ def read_lms(path: str | Path) -> np.ndarray:
     if all(len(pair) == 2 for pair in fields):
         try:
             # The reference's per-line np.array(..., dtype=np.float32), for all lines at once: numpy converts each
-            # string on its own, so the values are the same.
-            values = np.array(fields, dtype=np.float32)
+            # string on its own, so the values are the same. Text beyond float32's range becomes inf (no warning)
+            # and is refused below.
+            with np.errstate(over="ignore"):
+                values = np.array(fields, dtype=np.float32)
         except ValueError:
             values = None
     if values is None or not _fits_int32(values):
         # Slow path: the same parse line by line, to name the first bad line.
         for number, pair in enumerate(fields):
             try:
-                row = np.array(pair, dtype=np.float32) if len(pair) == 2 else None
+                with np.errstate(over="ignore"):
+                    row = np.array(pair, dtype=np.float32) if len(pair) == 2 else None
             except ValueError:
                 row = None
             if row is None or not _fits_int32(row):
