@@ -1,4 +1,10 @@
-"""The Qt-free core stays Qt-free, so the CLI and tests run exactly the numerics the window shows."""
+"""The layering is declared in pyproject.toml ([tool.importlinter]) and checked by `lint-imports`, which
+tools/test.sh runs before pytest. What stays here is what the linter cannot see:
+
+- app.py is a top-level module, not a package, so import-linter cannot hold it to a layer;
+- a contract checks the imports written in the source; only running the code shows that importing the model,
+  the numerics and the backends really loads no Qt (a plugin, a re-export, an import by name would slip past).
+"""
 
 from __future__ import annotations
 
@@ -8,35 +14,24 @@ import subprocess
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-QT_MODULES = ("PySide6", "PyQt5", "PyQt6", "PySide2", "pyqtgraph", "shiboken6")
+QT_MODULES = ("PySide6", "shiboken6", "pyqtgraph")
+QT_FREE_PACKAGES = ("core", "pipeline", "backends", "workspace")
 
 
-def _imported_modules(path: pathlib.Path) -> set[str]:
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module.split(".")[0])
-    return names
+def test_app_py_only_dispatches_to_the_cli() -> None:
+    tree = ast.parse((ROOT / "app.py").read_text(encoding="utf-8"))
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in ast.walk(tree)
+                 if isinstance(node, ast.ImportFrom) and node.module and node.level == 0}
+    assert imported <= {"__future__", "sys", "cli"}, imported
 
 
-def test_core_packages_never_import_qt_in_source() -> None:
-    offenders = []
-    for package in ("pipeline", "backends", "cli"):
-        for path in sorted((ROOT / package).rglob("*.py")):
-            bad = _imported_modules(path) & set(QT_MODULES)
-            if bad:
-                offenders.append(f"{path.relative_to(ROOT)} imports {sorted(bad)}")
-    assert not offenders, "Qt imported outside ui/: " + "; ".join(offenders)
-
-
-def test_importing_every_core_module_loads_no_qt() -> None:
-    """Catches indirect imports too: load every core module in a fresh interpreter and look at sys.modules."""
+def test_importing_every_qt_free_module_loads_no_qt() -> None:
+    """Load every module of the Qt-free packages in a fresh interpreter and look at sys.modules."""
     modules = [
         ".".join(p.relative_to(ROOT).with_suffix("").parts)
-        for package in ("pipeline", "backends")
+        for package in QT_FREE_PACKAGES
         for p in sorted((ROOT / package).rglob("*.py"))
         if p.name != "__init__.py"
     ]
