@@ -42,13 +42,17 @@ class _RawArray:
 def _check_npy_header(handle: Any, data_bytes: int, what: str) -> None:
     """Read a .npy header and refuse, before numpy allocates, an array larger than the data that follows it (a
     truncated file, or a 128-byte file declaring 1e11 rows) or larger than core/limits.py allows."""
-    version = np.lib.format.read_magic(handle)
-    if version == (1, 0):
-        shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
-    elif version == (2, 0):
-        shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
-    else:
-        shape, _, dtype = np.lib.format._read_array_header(handle, version)
+    try:
+        version = np.lib.format.read_magic(handle)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+        else:
+            shape, _, dtype = np.lib.format._read_array_header(handle, version)
+    except Exception as exc:  # noqa: BLE001 - numpy parses the header text with ast/tokenize: any of their errors
+        raise InputError(f"{what}: expected a NumPy .npy header, found one that cannot be read "
+                         f"({type(exc).__name__}: {str(exc)[:120]})") from None
     if dtype.hasobject:
         raise InputError(f"{what}: expected an array of numbers, found dtype {dtype} (Python objects are not loaded)")
     size = limits.check_array(shape, dtype.itemsize, what)
@@ -252,14 +256,17 @@ def _read_frame_dump(path: Path, keys: tuple[str, ...], what: str) -> tuple[_Raw
     if not path.exists():
         raise InputError(f"{what} not found: {path}")
     if path.suffix.lower() == ".npz":
+        limits.input_file(path, what, "a .npz file")  # a FIFO would block, a device stream forever
         try:
+            _check_npz_members(path, what)  # a zip bomb or a header declaring 1e11 rows, before numpy allocates
             with np.load(path, allow_pickle=False) as archive:
                 names = set(archive.files)
                 if set(PARTIAL_KEYS) <= names:
                     frames, data = archive["frames"], archive["data"]
                 else:
                     frames = data = None
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        except (ValueError, OSError, EOFError, SyntaxError, TypeError, NotImplementedError, RuntimeError,
+                zipfile.BadZipFile, zipfile.LargeZipFile) as exc:
             raise InputError(f"{what} {path}: not a NumPy .npz archive ({exc})") from exc
         if data is not None:
             assert frames is not None

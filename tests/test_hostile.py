@@ -446,3 +446,70 @@ def test_a_mel_dump_that_disagrees_with_the_audio_is_refused(tmp_path):
     line = one_error_line(app("dump", "--audio", AUDIO, "--mel", "short.npy", "--stage", "windows", "--out", "w.npy",
                               cwd=tmp_path))
     assert "short.npy" in line and "200" in line and "1037" in line
+
+
+def test_a_home_folder_that_cannot_be_expanded_is_a_session_problem(tmp_path):
+    # Found by tools/fuzz (session target): "~g.pth" asks for user g's home, and pathlib raised RuntimeError.
+    from pipeline.session import load_session
+
+    session = session_file(tmp_path, f"""
+        [[lanes]]
+        name = "a"
+        encoder = "{ENCODER}"
+        generator = "~no_such_user_here/g.pth"
+        """)
+    with pytest.raises(InputError, match=r"lanes\[0\] \(a\)\.generator = '~no_such_user_here/g.pth': expected a usable path"):
+        load_session(session)
+
+
+# --- the crash log --------------------------------------------------------------------------------------------
+
+def test_an_unexpected_failure_writes_a_crash_log_and_names_it(tmp_path, monkeypatch, capsys):
+    import cli.dump
+
+    def broken(*_args, **_kwargs):
+        raise ZeroDivisionError("a bug of ours")
+
+    monkeypatch.setattr(cli.dump, "load_audio", broken)
+    monkeypatch.setenv("LIPSYNC_COMPARE_LOG_DIR", str(tmp_path / "logs"))
+    code, err = run_inprocess(["dump", "--audio", str(AUDIO), "--stage", "mel", "--out", str(tmp_path / "m.npy")],
+                              capsys)
+    assert code == 1
+    logs = list((tmp_path / "logs").iterdir())
+    assert len(logs) == 1 and str(logs[0]) in err
+    text = logs[0].read_text()
+    assert "ZeroDivisionError: a bug of ours" in text
+    for name in ("Python: 3.", "onnxruntime: ", "numpy: "):
+        assert name in text, f"{logs[0]}: expected a line '{name}...', found:\n{text}"
+
+
+def test_the_crash_log_goes_to_the_platforms_log_folder(tmp_path, monkeypatch):
+    platformdirs = pytest.importorskip("platformdirs")
+    from core import crash_log
+
+    monkeypatch.delenv("LIPSYNC_COMPARE_LOG_DIR", raising=False)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))  # Linux; macOS ignores it (~/Library/Logs)
+    assert crash_log.log_dir() == Path(platformdirs.user_log_dir("lipsync-compare", appauthor=False))
+    if sys.platform.startswith("linux"):
+        assert crash_log.log_dir().is_relative_to(tmp_path)
+
+
+# --- found by the property tests (tests/test_properties.py) ----------------------------------------------------
+
+def test_a_npy_header_numpy_cannot_tokenize_is_a_message(tmp_path):
+    from pipeline.dumps import load_feature_dump
+
+    # numpy parses the header with tokenize, which raised TokenError (neither ValueError nor OSError).
+    (tmp_path / "f.npy").write_bytes(b"\x93NUMPY\x01\x00v\x00" + bytes(117) + b"{")
+    with pytest.raises(InputError, match=r"f\.npy: expected a NumPy \.npy header, found one that cannot be read"):
+        load_feature_dump(tmp_path / "f.npy")
+
+
+def test_a_npy_saved_under_an_npz_name_is_a_message_for_a_generator_dump(tmp_path):
+    from pipeline.dumps import OutputDump
+
+    # np.load goes by the magic bytes and returned an array, which `with` then refused (TypeError).
+    np.save(tmp_path / "out.npy", np.zeros((2, 3, 8, 8), np.float32))
+    (tmp_path / "out.npy").rename(tmp_path / "out.npz")
+    with pytest.raises(InputError, match=r"out\.npz: not a NumPy \.npz archive"):
+        OutputDump(tmp_path / "out.npz")
