@@ -219,7 +219,7 @@ def _scale_candidate(stage: str, lane: np.ndarray, ref: np.ndarray) -> Candidate
     if not math.isfinite(k) or k <= 0 or abs(k - 1.0) <= 1e-3:
         return None
     zero_agreement = float(np.mean((a == 0) == (b == 0)))
-    cand = _try(stage, lane, "scale", f"a uniform factor: lane ≈ {k:.4g} × reference", (ref * k).astype(np.float64),
+    cand = _try(stage, lane, "scale", f"a scaled copy of the reference (one uniform factor): lane ≈ {k:.4g} × reference", (ref * k).astype(np.float64),
                 factor=k, correction=1.0 / k, zero_agreement=zero_agreement)
     return cand
 
@@ -698,11 +698,12 @@ def diagnose(lane: LaneArrays, ref: LaneArrays, ctx: ReferenceContext | None = N
 
 
 # -- from lanes ---------------------------------------------------------------------------------------------------
-def collect(lane: Any, frames: list[int], outputs: dict[int, np.ndarray] | None = None) -> LaneArrays:
+def collect(lane: Any, frames: list[int], outputs: dict[int, np.ndarray] | None = None,
+            images: bool = False) -> LaneArrays:
     """A pipeline.lane.Lane's arrays for the diagnosis: mel and features whole, per-frame stages on ``frames``.
 
-    Stages the lane cannot produce stay None (no avatar, no generator, a frames dump without raw outputs). Tensors and
-    inputs are included only where a lane could differ there (a dump, or frames to compare at all).
+    Stages the lane cannot produce stay None (no avatar, no generator, a frames dump without raw outputs). With
+    ``images`` the final frames are collected too (when either side of a comparison is another program's frames).
     """
     from pipeline.dumps import OutputDump  # local: keeps this module importable without the lane machinery
 
@@ -720,9 +721,10 @@ def collect(lane: Any, frames: list[int], outputs: dict[int, np.ndarray] | None 
         arrays.tensors = lane.audio_tensors(range(0)) if not frames else np.stack(
             [lane.audio_tensors(range(i, i + 1))[0] for i in frames])
         if lane.avatar is not None:
+            if lane.shows_dumped_frames or images:
+                arrays.images = np.stack([lane.frame(i).image for i in frames])
             if lane.shows_dumped_frames:
                 dumped.append("frames")
-                arrays.images = np.stack([lane.frame(i).image for i in frames])
             else:
                 if isinstance(lane.generator, OutputDump):
                     dumped.append("outputs")

@@ -9,6 +9,7 @@ the front end, not the model.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -17,15 +18,16 @@ import numpy as np
 from core.errors import InputError
 from pipeline.lane import FailedLane, Lane
 from pipeline.metrics import compare, stats
+from pipeline import divergence, gate, mouth
 
 # Largest max-abs difference that still counts as "the same" per stage. The mel and features are fp32 end to end in
 # a faithful port; generator outputs may legitimately run in fp16 (Core ML on GPU/ANE), hence the looser bound.
 # Final frames (compared only when a lane's frames come from another program's dump) are in grey levels 0-255.
-STAGE_TOLERANCE = {"mel": 1e-4, "features": 1e-3, "outputs": 2e-2, "frames": 2.0}
-STAGES = ("mel", "features", "outputs", "frames")
+STAGE_TOLERANCE = {"mel": 1e-4, "features": 1e-3, "tensors": 1e-3, "inputs": 1e-3, "outputs": 2e-2, "frames": 2.0}
+STAGES = ("mel", "features", "tensors", "inputs", "outputs", "frames")
 # What one entry along the first axis of each stage's compared array is, for "first at ..." in verdicts.
-STAGE_ROW_UNIT = {"mel": "mel frame", "features": "padded feature row", "outputs": "output frame",
-                  "frames": "output frame"}
+STAGE_ROW_UNIT = {"mel": "mel frame", "features": "padded feature row", "tensors": "output frame",
+                  "inputs": "output frame", "outputs": "output frame", "frames": "output frame"}
 
 # Machine-readable kinds of a stage comparison (and of a lane's diagnosis: the kind of its first failed stage).
 # Plain strings on purpose, so other checks can add theirs without a schema change.
@@ -61,6 +63,8 @@ class StageComparison:
     reference_non_finite: int = 0
     first_lane_non_finite_at: int | None = None
     first_reference_non_finite_at: int | None = None
+    # Under `report --atol/--rtol/--cosine-min/--psnr-min`: pipeline.gate.GateResult as a dict (None without them).
+    gate: dict[str, Any] | None = None
 
 
 @dataclass
@@ -70,6 +74,12 @@ class LaneDiagnosis:
     explanation: str
     kind: str = KIND_MATCH
     passed: bool = True  # False whenever any stage failed or could not be compared: what the exit code follows
+    # The figures behind the kind (pipeline/divergence.py), other kinds that explain the data equally, and the
+    # per-stage status ("match", "precision", "diverges: scale", "follows from features").
+    evidence: dict[str, Any] = field(default_factory=dict)
+    also: list[str] = field(default_factory=list)
+    stages: dict[str, str] = field(default_factory=dict)
+    mouth: str | None = None  # the mouth measure's one-line summary, when frames were measured
 
 
 @dataclass
@@ -80,6 +90,9 @@ class Report:
     reference: str
     frames: list[int] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    # Per lane: pipeline.mouth.MouthMeasure and, against the reference, RegionMetrics (both as dicts).
+    mouth: list[dict[str, Any]] = field(default_factory=list)
+    gated: bool = False  # True when tolerances were given: then each comparison's `passed` follows them
 
     @property
     def passed(self) -> bool:
@@ -94,6 +107,7 @@ class Report:
                 "lanes": self.lanes,
                 "comparisons": [asdict(c) for c in self.comparisons],
                 "diagnosis": [asdict(d) for d in self.diagnosis],
+                "mouth": self.mouth,
                 "errors": self.errors,
             }
         )
@@ -199,8 +213,23 @@ def explain(stage: str, c: dict[str, float], zero_agreement: float | None, toler
 
 
 def _compare_stage(
-    stage: str, lane: Lane, reference: Lane, a: np.ndarray, b: np.ndarray, frames: list[int] | None
+    stage: str, lane: Lane, reference: Lane, a: np.ndarray, b: np.ndarray, frames: list[int] | None,
+    tolerances: gate.Tolerances | None = None,
 ) -> StageComparison:
+    if stage == "mel" and a.shape != b.shape and a.ndim == b.ndim == 2 and a.shape[1] == b.shape[1]:
+        # Mels of different length (an STFT without centring has 4 fewer frames): compare them aligned, so the
+        # figures say how far apart they are instead of giving up; the diagnosis names the cause.
+        offset, _ = divergence._aligned(a, b)
+        lo, hi = max(0, -offset), min(a.shape[0], b.shape[0] - offset)
+        comparison = _compare_stage(stage, lane, reference, a[lo:hi], b[lo + offset:hi + offset], frames, tolerances)
+        comparison.passed = False
+        comparison.kind = KIND_DIVERGES
+        comparison.verdict = (f"{a.shape[0]} mel frames against {b.shape[0]}; aligned at offset {offset:+d}: "
+                              f"{comparison.verdict}")
+        if comparison.gate is not None:
+            comparison.gate["passed"] = False
+            comparison.gate["failures"].insert(0, f"{a.shape[0]} mel frames against {b.shape[0]}")
+        return comparison
     if a.shape != b.shape:
         raise InputError(f"{stage}: lane {lane.name!r} has shape {list(a.shape)}, reference has {list(b.shape)}")
     result = compare(a, b)
@@ -212,6 +241,7 @@ def _compare_stage(
     passed, kind, verdict = classify(stage, c, zeros, tolerance)
     if kind == KIND_NON_FINITE:
         verdict = non_finite_verdict(stage, c, repr(lane.name), repr(reference.name), lane_first, reference_first)
+    gate_result = gate.check(stage, a, b, tolerances) if tolerances is not None and tolerances.any else None
     return StageComparison(
         lane=lane.name,
         reference=reference.name,
@@ -233,6 +263,7 @@ def _compare_stage(
         reference_non_finite=result.reference_non_finite,
         first_lane_non_finite_at=lane_first,
         first_reference_non_finite_at=reference_first,
+        gate=gate_result.to_json() if gate_result is not None else None,
     )
 
 
@@ -269,10 +300,30 @@ def lane_summary(lane: Lane | FailedLane) -> dict[str, Any]:
     }
 
 
+# Evidence only model files can give (backends/inspection.py: do the weights look untrained?), asked for by the cli
+# for a lane whose verdict is "weights": (lane, reference, "encoder" or "generator") -> figures, or None.
+WeightsEvidence = Callable[[Lane, Lane, str], "dict[str, Any] | None"]
+
+
+def mouth_report_frames(total: int, count: int) -> list[int]:
+    """Every k-th output frame so that at most ``count`` are measured: the mouth signal needs a time series."""
+    if count <= 0 or total <= 0:
+        return []
+    stride = max(1, math.ceil(total / count))
+    return list(range(0, total, stride))
+
+
 def build_report(
-    lanes: list[Lane | FailedLane], reference_index: int = 0, frames: list[int] | None = None
+    lanes: list[Lane | FailedLane], reference_index: int = 0, frames: list[int] | None = None, *,
+    tolerances: gate.Tolerances | None = None, mouth_frames: int = 0, audio_check: bool = False,
+    weights_evidence: WeightsEvidence | None = None,
 ) -> Report:
-    """Compare every working lane with the reference lane at each stage both can produce."""
+    """Compare every working lane with the reference lane at each stage both can produce, and diagnose each.
+
+    ``tolerances`` (report --atol ...) make each comparison pass or fail by them; ``mouth_frames`` > 0 measures the
+    mouth on up to that many frames spread over the clip; ``audio_check`` reruns a lane whose features diverge on
+    silence and on the reversed clip; ``weights_evidence`` supplies what the model files say about the weights.
+    """
     if not lanes:
         raise InputError("the session has no lanes to compare")
     reference = lanes[reference_index]
@@ -292,6 +343,22 @@ def build_report(
         frames = default_report_frames(reference.num_frames)
     frames = frames if can_render else []
     ref_outputs = {i: reference.raw_output(i) for i in frames} if frames and not reference.shows_dumped_frames else {}
+    gated = tolerances is not None and tolerances.any
+    study = _Study(reference, frames, ref_outputs, audio_check, weights_evidence)
+
+    mouth_entries: list[dict[str, Any]] = []
+    measured = mouth_report_frames(reference.num_frames, mouth_frames) if can_render and \
+        not reference.shows_dumped_frames else []
+    ref_mouth: mouth.MouthMeasure | None = None
+    ref_crops: np.ndarray | None = None
+    if measured:
+        try:
+            ref_crops = np.stack([reference.raw_output(i) for i in measured])
+            ref_mouth = mouth.measure_mouth(reference.name, ref_crops, measured, reference.audio.samples)
+            mouth_entries.append({"lane": reference.name, "measure": ref_mouth.to_json(), "metrics": None})
+        except InputError as exc:
+            errors.append(f"mouth measure of the reference {reference.name!r}: {exc}")
+            measured = []
 
     comparisons: list[StageComparison] = []
     diagnosis: list[LaneDiagnosis] = []
@@ -299,31 +366,147 @@ def build_report(
         if index == reference_index or isinstance(lane, FailedLane):
             continue
         lane_comparisons = []
+        lane_outputs: dict[int, np.ndarray] = {}
         failure: str | None = None
         stage = "mel"
         try:
-            lane_comparisons.append(_compare_stage("mel", lane, reference, lane.mel(), reference.mel(), None))
+            lane_comparisons.append(
+                _compare_stage("mel", lane, reference, lane.mel(), reference.mel(), None, tolerances))
             stage = "features"
             lane_comparisons.append(
-                _compare_stage("features", lane, reference, lane.features(), reference.features(), None)
+                _compare_stage("features", lane, reference, lane.features(), reference.features(), None, tolerances)
             )
+            rendering = bool(frames) and lane.generator is not None
+            stage = "tensors"
+            if rendering and (lane.tensor_dump is not None or reference.tensor_dump is not None):
+                lane_comparisons.append(_compare_stage(
+                    "tensors", lane, reference, _per_frame(lane.audio_tensors, frames),
+                    _per_frame(reference.audio_tensors, frames), list(frames), tolerances))
+            stage = "inputs"
+            if rendering and (lane.input_dump is not None or reference.input_dump is not None) \
+                    and not lane.shows_dumped_frames:
+                lane_comparisons.append(_compare_stage(
+                    "inputs", lane, reference, np.stack([lane.generator_input(i).tensor for i in frames]),
+                    np.stack([reference.generator_input(i).tensor for i in frames]), list(frames), tolerances))
             stage = "outputs"
-            if frames and lane.generator is not None:
+            if rendering:
                 if lane.shows_dumped_frames or reference.shows_dumped_frames:
                     # Another program's final frames: only the pasted-back frames can be compared.
                     out = np.stack([lane.frame(i).image for i in frames]).astype(np.float32)
                     ref = np.stack([reference.frame(i).image for i in frames]).astype(np.float32)
-                    lane_comparisons.append(_compare_stage("frames", lane, reference, out, ref, list(frames)))
+                    lane_comparisons.append(
+                        _compare_stage("frames", lane, reference, out, ref, list(frames), tolerances))
                 else:
                     out = np.stack([lane.raw_output(i) for i in frames])
+                    lane_outputs = dict(zip(frames, out))
                     ref = np.stack([ref_outputs[i] for i in frames])
-                    lane_comparisons.append(_compare_stage("outputs", lane, reference, out, ref, list(frames)))
+                    lane_comparisons.append(
+                        _compare_stage("outputs", lane, reference, out, ref, list(frames), tolerances))
         except InputError as exc:
             errors.append(f"lane {lane.name!r}: {exc}")
             failure = f"could not be compared at the {stage} stage: {exc}"
         comparisons.extend(lane_comparisons)
-        diagnosis.append(_diagnose(lane.name, lane_comparisons, failure, stage))
-    return Report(summaries, comparisons, diagnosis, reference.name, list(frames or []), errors)
+        verdict = _diagnose(lane.name, lane_comparisons, failure, stage)
+        if verdict.kind not in (KIND_NON_FINITE, KIND_EMPTY, KIND_ERROR):
+            try:
+                verdict = study.diagnose(lane, lane_outputs, lane_comparisons)
+            except InputError as exc:
+                errors.append(f"lane {lane.name!r}: diagnosis: {exc}")
+        if gated:
+            for c in lane_comparisons:
+                if c.gate is not None:
+                    c.passed = bool(c.gate["passed"])
+            verdict.passed = failure is None and all(c.passed for c in lane_comparisons)
+        if measured and ref_mouth is not None and ref_crops is not None and not lane.shows_dumped_frames \
+                and lane.generator is not None and failure is None:
+            try:
+                crops = np.stack([lane_outputs[i] if i in lane_outputs else lane.raw_output(i) for i in measured])
+                measure = mouth.measure_mouth(lane.name, crops, measured, reference.audio.samples, ref_mouth.range_px)
+                metrics = mouth.region_metrics(crops, ref_crops)
+                mouth_entries.append({"lane": lane.name, "measure": measure.to_json(), "metrics": metrics.to_json()})
+                verdict.mouth = measure.summary
+                verdict.evidence["mouth_range_px"] = measure.range_px
+                verdict.evidence["mouth_loudness_r"] = measure.best_correlation
+                verdict.evidence["mouth_psnr"] = metrics.mouth_psnr
+                if not measure.moves and ref_mouth.moves:
+                    verdict.explanation += f"; mouth: {measure.summary} (mouth-region PSNR {metrics.mouth_psnr:.1f} " \
+                                           f"dB against a whole-crop {metrics.psnr:.1f} dB)"
+            except InputError as exc:
+                errors.append(f"mouth measure of lane {lane.name!r}: {exc}")
+        diagnosis.append(verdict)
+    report = Report(summaries, comparisons, diagnosis, reference.name, list(frames or []), errors)
+    report.mouth = mouth_entries
+    report.gated = gated
+    return report
+
+
+def _per_frame(producer: Callable[[range], np.ndarray], frames: list[int]) -> np.ndarray:
+    return np.stack([producer(range(i, i + 1))[0] for i in frames])
+
+
+class _Study:
+    """The diagnosis of each lane against the reference (pipeline/divergence.py), with the reference's arrays and
+    reproduction context computed once for all lanes."""
+
+    def __init__(self, reference: Lane, frames: list[int], ref_outputs: dict[int, np.ndarray], audio_check: bool,
+                 weights_evidence: WeightsEvidence | None) -> None:
+        self.reference = reference
+        self.frames = list(frames)
+        self.ref_outputs = ref_outputs
+        self.audio_check = audio_check
+        self.weights_evidence = weights_evidence
+        self._arrays: dict[bool, divergence.LaneArrays] = {}
+        self._context: divergence.ReferenceContext | None = None
+
+    def _reference(self, images: bool) -> divergence.LaneArrays:
+        if images not in self._arrays:
+            self._arrays[images] = divergence.collect(self.reference, self.frames, self.ref_outputs, images=images)
+        return self._arrays[images]
+
+    def diagnose(self, lane: Lane, lane_outputs: dict[int, np.ndarray],
+                 comparisons: list[StageComparison]) -> LaneDiagnosis:
+        images = lane.shows_dumped_frames or self.reference.shows_dumped_frames
+        arrays = divergence.collect(lane, self.frames, lane_outputs, images=images)
+        ref = self._reference(images)
+        if self._context is None:
+            self._context = divergence.context_for(self.reference)
+        evidence: dict[str, Any] = {}
+        verdict = divergence.diagnose(arrays, ref, self._context, evidence)
+        if verdict.first_divergent_stage == "features" and verdict.kind in ("weights", "audio_ignored") \
+                and self.audio_check:
+            from pipeline.mouth import audio_dependence
+
+            check = audio_dependence(lane, self.frames[:: max(1, len(self.frames) // 4)])
+            if check is not None:
+                evidence["audio_dependence"] = check.to_json()
+                verdict = divergence.diagnose(arrays, ref, self._context, evidence)
+                verdict.evidence["audio_dependence"] = check.explanation
+        if verdict.kind == "weights" and self.weights_evidence is not None:
+            role = "encoder" if verdict.first_divergent_stage == "features" else "generator"
+            found = self.weights_evidence(lane, self.reference, role)
+            if found:
+                evidence["weights" if role == "encoder" else "generator_weights"] = found
+                verdict = divergence.diagnose(arrays, ref, self._context, evidence)
+        for c in comparisons:
+            status = verdict.stages.get(c.stage, "")
+            if c.kind == KIND_NON_FINITE:
+                continue
+            if status in divergence.PASSING_KINDS:
+                if not c.passed:
+                    c.verdict = f"{status}: {c.verdict}"
+                c.passed, c.kind = True, status
+            elif c.stage == verdict.first_divergent_stage:
+                c.passed, c.kind = False, verdict.kind
+            elif status.startswith("follows"):
+                c.passed = False
+                c.verdict = f"{status}: {c.verdict}"
+        if verdict.first_divergent_stage is None:
+            explanation = verdict.explanation
+        else:
+            explanation = f"first divergence at the {verdict.first_divergent_stage} stage: {verdict.kind}: " \
+                          f"{verdict.explanation}"
+        return LaneDiagnosis(lane.name, verdict.first_divergent_stage, explanation, verdict.kind, verdict.passed,
+                             evidence=verdict.evidence, also=verdict.also, stages=verdict.stages)
 
 
 def _diagnose(lane: str, comparisons: list[StageComparison], failure: str | None = None,
@@ -380,11 +563,28 @@ def format_report(report: Report) -> str:
             )
             if c.kind == KIND_NON_FINITE:  # the figures cover finite positions only: say so under them
                 lines.append(f"  {'':<{w}} {c.verdict}")
+            if c.gate is not None and not c.gate["passed"]:
+                result = gate.GateResult(**c.gate)
+                lines.append(f"  {'':<{w}} outside the tolerances: {'; '.join(result.failures)}; "
+                             f"{gate.describe_minimal(c.stage, result)}")
     if report.diagnosis:
         lines.append("")
         lines.append("Diagnosis")
         for d in report.diagnosis:
-            lines.append(f"  {'PASSED' if d.passed else 'FAILED'} {d.lane}: {d.explanation}")
+            lines.append(f"  {'PASSED' if d.passed else 'FAILED'} {d.lane} [{d.kind}]: {d.explanation}")
+            if d.also:
+                lines.append(f"    also explained as: {', '.join(d.also)}")
+    if report.mouth:
+        lines.append("")
+        lines.append("Mouth (opening of the generated mouth's interior, from the crops alone)")
+        lines.append(f"  {'lane':<{w}} {'range px':>8} {'mean px':>8} {'loud r':>7} {'offset':>6} "
+                     f"{'mouth PSNR':>10} {'SSIM':>6} {'MAD':>6} {'crop PSNR':>9} {'SSIM':>6}  summary")
+        for entry in report.mouth:
+            m, r = entry["measure"], entry["metrics"]
+            figures = (f"{r['mouth_psnr']:>10.1f} {r['mouth_ssim']:>6.3f} {r['mouth_mad']:>6.2f} {r['psnr']:>9.1f} "
+                       f"{r['ssim']:>6.3f}" if r else f"{'(reference)':>10} {'':>6} {'':>6} {'':>9} {'':>6}")
+            lines.append(f"  {entry['lane']:<{w}} {m['range_px']:>8.1f} {m['mean_px']:>8.1f} "
+                         f"{m['best_correlation']:>7.2f} {m['best_offset']:>+6d} {figures}  {m['summary']}")
     if report.frames:
         lines.append("")
         lines.append(f"Generator outputs compared on frames {report.frames[0]}..{report.frames[-1]} ({len(report.frames)} frames)")
