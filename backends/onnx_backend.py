@@ -154,8 +154,7 @@ class _OnnxModel:
         self.role = role
         if not self.path.exists():
             raise InputError(f"{role} model not found: {self.path}")
-        if not self.path.is_file():
-            raise InputError(f"{role} {self.path}: expected an .onnx file, found a directory")
+        limits.input_file(self.path, role, "an .onnx file")  # a folder, a FIFO or a device, named as what it is
         if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
             raise InputError(f"{role} {self.path.name}: threads must be a positive whole number, found {threads!r}")
         ort = _ort()

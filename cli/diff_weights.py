@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 
 from backends.inspection import WeightDiff, diff_weights
-from cli.common import add_json_output, write_json
+from cli.common import add_json_output, check_outputs, write_json
 from cli.inspect import fit_name
 
 
@@ -29,6 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_outputs((args.json, args.force, "--json"))  # before reading the models, not after
     result = diff_weights(args.a, args.b)
     print(format_diff(result))
     if args.json:

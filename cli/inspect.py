@@ -12,7 +12,7 @@ from pathlib import Path
 
 from backends.inspection import ModelDescription, describe
 from backends.shapes import format_dim
-from cli.common import add_json_output, write_json
+from cli.common import add_json_output, check_outputs, write_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,6 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_outputs((args.json, args.force, "--json"))  # before reading the models, not after
     description = describe(args.model)
     print(format_description(description))
     if args.json:

@@ -513,3 +513,18 @@ def test_a_npy_saved_under_an_npz_name_is_a_message_for_a_generator_dump(tmp_pat
     (tmp_path / "out.npy").rename(tmp_path / "out.npz")
     with pytest.raises(InputError, match=r"out\.npz: not a NumPy \.npz archive"):
         OutputDump(tmp_path / "out.npz")
+
+
+def test_a_fifo_named_as_an_onnx_model_is_named_not_called_a_directory(tmp_path):
+    from backends.onnx_backend import OnnxEncoder
+
+    os.mkfifo(tmp_path / "enc.onnx")
+    with pytest.raises(InputError, match=r"enc\.onnx: expected an \.onnx file, found a FIFO \(named pipe\)"):
+        OnnxEncoder(tmp_path / "enc.onnx")
+
+
+@pytest.mark.parametrize("command", [["inspect", "missing.onnx"], ["diff-weights", "missing.onnx", "other.onnx"]])
+def test_inspect_and_diff_weights_check_json_before_reading_models(tmp_path, command):
+    (tmp_path / "exists.json").write_text("{}")
+    line = one_error_line(app(*command, "--json", "exists.json", cwd=tmp_path))
+    assert "exists.json already exists" in line
