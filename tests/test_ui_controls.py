@@ -276,3 +276,127 @@ def test_stepping_plays_the_audio_heard_with_that_picture_offset_included(qtbot,
     window.seek_frame(2)
     window.step(1)  # 0.12 s - 0.5 s is before the clip's start: clamped to 0
     assert snippets == [pytest.approx(21 / 25), pytest.approx(22 / 25 + 0.2), 0.0]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the newcomer list: what a first-time user tripped over
+# ---------------------------------------------------------------------------------------------------------------
+def test_the_toolbar_names_frame_0_as_soon_as_a_clip_is_shown(fake_window) -> None:
+    assert fake_window.frame_label.text().startswith(f"frame 0 / {fake_window.num_frames - 1}")
+
+
+def test_any_other_scale_change_clears_the_fits_r2(qtbot) -> None:
+    control = ScaleControl(1.0)
+    qtbot.addWidget(control)
+    control.show_fit(-0.294)
+    control.reset_button.click()
+    assert control.r2_label.text() == ""
+    control.show_fit(0.9)
+    control.slider.setValue(3000)  # a drag
+    assert control.r2_label.text() == ""
+    control.show_fit(0.9)
+    control.set_scale(4.0)  # Fit itself sets the scale from code, then shows its R²: that one stays
+    assert control.r2_label.text() == "R² 0.900"
+
+
+def test_a_typed_scale_beyond_the_sliders_range_is_clamped_and_says_why(qtbot) -> None:
+    control = ScaleControl(1.0)
+    qtbot.addWidget(control)
+    seen: list[float] = []
+    control.scaleChanged.connect(seen.append)
+    control.box.setValue(5000.0)
+    assert seen == [1000.0] and control.box.value() == 1000.0
+    assert control.limit_label.text() == "clamped"
+    assert "5000" in control.limit_label.toolTip() and "0.01× to 1000×" in control.limit_label.toolTip()
+    control.box.setValue(20.0)
+    assert seen[-1] == 20.0 and control.limit_label.text() == ""
+
+
+def test_after_typing_a_scale_enter_gives_space_back_to_playback(qtbot, fake_window) -> None:
+    from PySide6.QtCore import Qt
+    from PySide6.QtWidgets import QApplication
+
+    window = fake_window
+    window.activateWindow()
+    qtbot.waitUntil(lambda: QApplication.activeWindow() is window, timeout=10_000)
+    box = window.slots[1].view.scale_control.box
+    box.setFocus()
+    qtbot.waitUntil(box.hasFocus, timeout=10_000)
+    box.selectAll()
+    qtbot.keyClicks(box, "3")
+    qtbot.keyClick(box, Qt.Key.Key_Return)
+    assert window.slots[1].scale == 3.0
+    assert not box.hasFocus()
+    qtbot.keyClick(QApplication.focusWidget() or window, Qt.Key.Key_Space)
+    assert window.playing  # Space reached the play action, not the box
+    window.pause()
+    box.setFocus()
+    qtbot.waitUntil(box.hasFocus, timeout=10_000)
+    qtbot.keyClicks(box, "99")
+    qtbot.keyClick(box, Qt.Key.Key_Escape)  # Escape: the edit is dropped and the keys go back too
+    assert window.slots[1].scale == 3.0 and not box.hasFocus()
+    assert window.slots[1].view.scale_control.slider.focusPolicy() == Qt.FocusPolicy.NoFocus
+
+
+def test_the_progress_bar_is_wide_enough_for_its_text(fake_window) -> None:
+    metrics = fake_window.progress.fontMetrics()
+    for text in ("pre-rendering 100%", "opening lanes 4 / 4"):
+        assert fake_window.progress.minimumWidth() > metrics.horizontalAdvance(text) + 20
+
+
+def test_shared_y_ranges_show_the_magnitude_gap_and_are_remembered(qtbot, tmp_path) -> None:
+    from ui.main_window import MainWindow, frame_count_for
+
+    samples = np.zeros(16000 * 2, np.float32)
+    frames = frame_count_for(samples)
+    settings_path = str(tmp_path / "shared.ini")
+    window = MainWindow(QSettings(settings_path, QSettings.Format.IniFormat), prefer_audio=False)
+    qtbot.addWidget(window)
+    window.set_content(samples, [FakeLane("big", frames), FakeLane("small", frames, gain=0.02)])
+    qtbot.waitUntil(lambda: all(s.raw_features is not None for s in window.slots), timeout=30_000)
+    big, small = window.plots.range_plots
+    assert window.shared_y_action.isChecked()  # on by default: comparing is the point
+    assert big.shown_y_range == small.shown_y_range == (0.0, big.y_range[1])
+    assert "shared" in window.plots.y_mode_label.text()
+    window.shared_y_action.setChecked(False)
+    assert small.shown_y_range == small.y_range and small.y_range[1] < big.y_range[1] / 10
+    assert "own range" in window.plots.y_mode_label.text()
+    window.close()
+    again = MainWindow(QSettings(settings_path, QSettings.Format.IniFormat), prefer_audio=False)
+    qtbot.addWidget(again)
+    assert not again.shared_y_action.isChecked() and not again.plots.shared_y
+    again.close()
+
+
+def test_help_lists_the_shortcuts_from_the_actions_and_about_gives_versions(fake_window) -> None:
+    import platform
+    from importlib import metadata
+
+    from PySide6.QtGui import QKeySequence
+
+    window = fake_window
+    assert window.shortcuts_action.shortcut() == QKeySequence(QKeySequence.StandardKey.HelpContents)
+    shortcuts = window.shortcuts_html()
+    for keys, what in (("Space", "Play / pause"), ("Right", "Step one frame"), ("L", "Toggle loop"),
+                       ("Ctrl+S", "Save session")):
+        assert f"<b>{keys}</b>" in shortcuts and what in shortcuts
+    window.step_action.setShortcut(QKeySequence("F7"))  # generated: a changed key shows up at once
+    assert "<b>F7</b>" in window.shortcuts_html()
+    about = window.about_html()
+    assert platform.python_version() in about and metadata.version("onnxruntime") in about
+    assert "coremltools" in about and "PySide6" in about
+    window.show_shortcuts()
+    assert window.help_box is not None and window.help_box.isVisible() and not window.help_box.isModal()
+    window.help_box.close()
+
+
+def test_reading_versions_for_about_imports_neither_coremltools_nor_torch() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys, ui.help; rows = dict(ui.help.versions()); "
+            "print(rows['coremltools'] != '', 'coremltools' in sys.modules, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.split() == ["True", "False", "False"], out.stderr

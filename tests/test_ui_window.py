@@ -93,12 +93,16 @@ def test_opening_names_each_lane_as_it_loads_and_hides_the_progress_after(qtbot,
     qtbot.addWidget(window)
     window.show()
     messages: list[str] = []
+    in_lane_area: list[tuple[str, str]] = []  # what the empty lane area says meanwhile (it said "Open a session…")
     window.statusBar().messageChanged.connect(messages.append)
+    window.statusBar().messageChanged.connect(lambda m: in_lane_area.append((m, window.empty_label.text())))
     try:
         assert window.open_session(ui_session.path)
         opening = [m for m in messages if m.startswith("Opening session.toml")]
         assert opening[1:] == ["Opening session.toml: lane 1 of 2, reference…",
                                "Opening session.toml: lane 2 of 2, tiny features…"]
+        assert all(label == message for message, label in in_lane_area if message.startswith("Opening"))
+        assert window.empty_label.text().startswith("Open a session")  # back to the invitation for next time
         assert not window.progress.isVisible() and window.statusBar().currentMessage() == ""
         assert not window.open_session(ui_session.folder / "missing.toml")
         assert not window.progress.isVisible() and QApplication.overrideCursor() is None
@@ -175,6 +179,9 @@ def test_fit_sets_the_least_squares_scale_and_shows_r2(qtbot, window) -> None:
     qtbot.waitUntil(lambda: all(s.raw_features is not None for s in window.slots), timeout=WAIT_MS)
     qtbot.mouseClick(tiny.view.scale_control.fit_button, Qt.MouseButton.LeftButton)
     assert tiny.scale == pytest.approx(1.0 / TINY_FEATURE_SCALE, rel=1e-3)
+    # one name per number: k (lane ≈ k × reference), the correction Fit applies, and the scale it sets
+    message = window.statusBar().currentMessage()
+    assert "k 0.01 (lane ≈ k × reference)" in message and "correction 100" in message and "scale now 100" in message
     assert tiny.view.scale_control.box.value() == pytest.approx(100.0, rel=1e-3)
     assert tiny.view.scale_control.r2_label.text().startswith("R² 1.00")
     # the scatter's k (lane ≈ k × reference at the current frame) is now 1
@@ -531,3 +538,25 @@ def test_dropping_a_model_or_an_mlpackage_manifest_adds_a_lane_with_it(qtbot, wi
         assert len(window.slots) == before + 2
         assert window.slots[-1].spec.encoder == demo_package
         assert type(window.slots[-1].lane).__name__ == "Lane"  # it opened: not a FailedLane, not an avatar folder
+
+
+def test_closing_with_unsaved_changes_asks_save_discard_or_cancel(qtbot, window, tmp_path) -> None:
+    tiny = lane_by_name(window, "tiny features")
+    copy = tmp_path / "mine.toml"
+    assert window.save_session(copy)  # the user's own copy: Save writes it in place
+    assert not window.isWindowModified()
+    window.set_lane_scale(tiny.lane_id, 3.0)
+    assert window.workspace.dirty and window.isWindowModified()
+    answers = ["cancel", "save"]
+    window.ask_unsaved = lambda: answers.pop(0)
+    window.close()  # Cancel: nothing happens
+    assert window.isVisible() and window.worker._thread.is_alive()
+    window.close()  # Save: written, then closed
+    assert not window.isVisible() and answers == []
+    assert [lane.scale for lane in load_session(copy).lanes] == [1.0, 3.0]
+
+
+def test_quit_without_changes_does_not_ask(qtbot, window) -> None:
+    window.ask_unsaved = lambda: pytest.fail("nothing changed, so nothing to ask")
+    window.quit_action.trigger()
+    assert not window.isVisible()

@@ -388,8 +388,8 @@ class MainWindow(HelpMixin, SessionFilesMixin, QMainWindow):
     def _show_opening(self, message: str, done: int, total: int) -> None:
         """Say what is loading and paint it now (at start-up nothing has been painted yet); user input waits,
         so no second open can start while this one runs."""
-        self.statusBar().showMessage(message)
         self.empty_label.setText(message)  # not "Open a session…" while one is opening
+        self.statusBar().showMessage(message)
         self.progress.setFormat("opening lanes %v / %m")
         self.progress.setRange(0, total)
         self.progress.setValue(done)
