@@ -184,27 +184,30 @@ def feature_range_plots(series: Sequence[tuple[str, str, RowRanges]], size: tupl
 
 
 def line_plot(series: Sequence[tuple[str, str, np.ndarray]], title: str, y_label: str,
-              size: tuple[int, int] = (1120, 240)) -> np.ndarray:
-    """Several lanes' values per frame on one plot (the mouth opening over time), with a legend."""
+              size: tuple[int, int] = (1120, 240), x: np.ndarray | None = None,
+              frames: int | None = None) -> np.ndarray:
+    """Several lanes' values on one plot (the mouth opening over time), with a legend. ``x`` holds the frame of
+    each value (default 0, 1, 2, ...); ``frames`` the clip's length for the time axis."""
     values = [np.asarray(v, np.float64) for _, _, v in series]
     finite = np.concatenate([v[np.isfinite(v)] for v in values]) if values else np.zeros(0)
     lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
     if hi <= lo:
         hi = lo + 1.0
     pad = (hi - lo) * 0.05
-    rows = max((len(v) for v in values), default=1)
+    rows = frames if frames is not None else max((len(v) for v in values), default=1)
     axes = _Axes(size[0], size[1], (0.0, float(max(rows - 1, 1))), (lo - pad, hi + pad))
     canvas = _blank_axes(axes, title, "#202124", "time (25 frames/s)")
     for (name, colour, _), v in zip(series, values):
-        _line(canvas, axes, np.arange(len(v), dtype=np.float64), v, _bgr(colour), 2)
-    x = axes.width - axes.right - 8
+        xs = np.arange(len(v), dtype=np.float64) if x is None else np.asarray(x, np.float64)
+        _line(canvas, axes, xs, v, _bgr(colour), 2)
+    right = axes.width - axes.right - 8
     font = cv2.FONT_HERSHEY_SIMPLEX
-    for k, (name, colour, _) in enumerate(series):  # legend, top right
+    for k, (name, colour, _) in enumerate(series if len(series) > 1 else []):  # legend, top right
         label = _ascii(name)
         w = cv2.getTextSize(label, font, 0.4, 1)[0][0]
         y = axes.top + 16 + 16 * k
-        cv2.line(canvas, (x - w - 26, y - 4), (x - w - 8, y - 4), _bgr(colour), 3)
-        cv2.putText(canvas, label, (x - w, y), font, 0.4, (50, 50, 50), 1, cv2.LINE_AA)
+        cv2.line(canvas, (right - w - 26, y - 4), (right - w - 8, y - 4), _bgr(colour), 3)
+        cv2.putText(canvas, label, (right - w, y), font, 0.4, (50, 50, 50), 1, cv2.LINE_AA)
     cv2.putText(canvas, _ascii(y_label), (4, axes.top - 8), font, 0.36, (90, 90, 90), 1, cv2.LINE_AA)
     return canvas
 
@@ -251,27 +254,59 @@ def mouth_pictures(lanes: Sequence[Any], frames: Sequence[int]) -> list[list[str
     return grid
 
 
-def mouth_opening_series(lanes: Sequence[Any]) -> tuple[str, list[tuple[str, np.ndarray]]] | None:
-    """Each lane's mouth opening per frame from pipeline/mouth.py when that module exists (and says how);
-    None otherwise. Looked up by name so this page works before and after the module lands."""
+MOUTH_PLOT_POINTS = 160  # frames measured per lane for the mouth plot: every frame of a short clip, a stride beyond
+
+
+def mouth_opening_series(lanes: Sequence[Any], total: int) -> tuple[list[int], list[tuple[str, np.ndarray]]] | None:
+    """Each lane's mouth opening (pipeline/mouth.py's measure on its generated crops) over the clip, or None when
+    that module is not there. Long clips are measured at a stride so the page stays quick to build."""
     try:
         mouth = importlib.import_module("pipeline.mouth")
     except ModuleNotFoundError:
         return None
-    measure = getattr(mouth, "mouth_opening_series", None) or getattr(mouth, "lane_mouth_opening", None)
-    if not callable(measure):
+    measure = getattr(mouth, "mouth_opening", None)
+    if not callable(measure) or total <= 0:
         return None
+    stride = max(1, math.ceil(total / MOUTH_PLOT_POINTS))
+    frames = list(range(0, total, stride))
     series = []
     for lane in lanes:
         if not hasattr(lane, "frame"):
             continue
         try:
-            values = np.asarray(measure(lane), np.float64).reshape(-1)
+            crops = np.stack([lane.frame(i).crop for i in frames])
+            series.append((lane.name, np.asarray(measure(crops), np.float64).reshape(-1)))
         except InputError:
             continue
-        series.append((lane.name, values))
-    unit = getattr(mouth, "OPENING_UNIT", "mouth opening")
-    return (str(unit), series) if series else None
+    return (frames, series) if series else None
+
+
+def _mouth_section(lanes: Sequence[Any], total: int, samples: np.ndarray | None, colours: dict[str, str],
+                   measures: list[dict[str, Any]]) -> str:
+    opening = mouth_opening_series(lanes, total)
+    if opening is None:
+        return ""
+    frames, values = opening
+    parts = ["<h2>Mouth opening over time</h2><p class=\"muted small\">The height in pixels of the open mouth's "
+             "interior in each lane's generated crop (pipeline/mouth.py), frame by frame"
+             + (f" (one frame in {frames[1] - frames[0]})" if len(frames) > 1 and frames[1] - frames[0] > 1 else "")
+             + ", above the loudness of the audio the generator hears: a mouth that follows the speech rises "
+             "where the audio is loud.</p>"]
+    series = [(name, colours.get(name, _colour(k)), v) for k, (name, v) in enumerate(values)]
+    parts.append(_img(png_data_uri(line_plot(series, "Mouth opening (px)", "px", x=np.asarray(frames), frames=total)),
+                      "mouth opening over time", "plot"))
+    mouth = importlib.import_module("pipeline.mouth")
+    envelope = getattr(mouth, "loudness_envelope", None)
+    if samples is not None and callable(envelope):
+        loud = np.asarray(envelope(samples, frames), np.float64)
+        parts.append(_img(png_data_uri(line_plot([("audio loudness", "#5f6368", loud)], "Audio loudness (dB)", "dB",
+                                                  size=(PLOT_SIZE[0], 150), x=np.asarray(frames), frames=total)),
+                          "audio loudness over time", "plot"))
+    summaries = [m for m in measures if isinstance(m, dict) and m.get("summary")]
+    if summaries:
+        parts.append("<ul>" + "".join(f"<li><b>{_e(m.get('lane'))}</b>: {_e(m.get('summary'))}</li>"
+                                      for m in summaries) + "</ul>")
+    return "\n".join(parts)
 
 
 # -- the page -----------------------------------------------------------------------------------------------------
@@ -284,7 +319,8 @@ h1 { font-size: 24px; margin: 0 0 4px; } h2 { font-size: 19px; margin: 32px 0 10
 .muted { color: #5f6368; } .small { font-size: 13px; }
 table { border-collapse: collapse; width: 100%; margin: 8px 0; font-size: 13px; }
 th, td { border: 1px solid #dadce0; padding: 4px 7px; text-align: left; vertical-align: top; }
-th { background: #f1f3f4; font-weight: 600; } td.num { text-align: right; font-variant-numeric: tabular-nums;
+th { background: #f1f3f4; font-weight: 600; }
+table.evidence th { width: 30%; font-weight: normal; } td.num { text-align: right; font-variant-numeric: tabular-nums;
      white-space: nowrap; }
 .pass { color: #137333; font-weight: 600; } .fail { color: #c5221f; font-weight: 600; }
 .badge { display: inline-block; padding: 1px 8px; border-radius: 10px; font-size: 12px; font-weight: 600;
@@ -345,19 +381,31 @@ def _img(uri: str, alt: str, css: str = "", width: int | None = None) -> str:
     return f'<img class="{css}" src="{uri}" alt="{_e(alt)}"{size}>'
 
 
+def _value_text(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{_e(k)}: {_value_text(v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_value_text(v) for v in value)
+    return _num(value)
+
+
 def _evidence_rows(entry: dict[str, Any], known: set[str]) -> str:
+    """Every other field of a verdict (its evidence, the per-stage status, other explanations, the mouth summary) as
+    rows, one row per figure of a dict, so kinds and figures added to the report later appear without changes here."""
     rows = []
     for key, value in entry.items():
         if key in known or value in (None, "", [], {}):
             continue
+        label = key.replace("_", " ")
         if isinstance(value, dict):
-            text = ", ".join(f"{_e(k)}: {_num(v) if not isinstance(v, (dict, list)) else _e(v)}" for k, v in value.items())
-        elif isinstance(value, list):
-            text = ", ".join(_num(v) if not isinstance(v, (dict, list)) else _e(v) for v in value)
+            for sub, item in value.items():
+                if item in (None, "", [], {}):
+                    continue
+                rows.append(f"<tr><th>{_e(label)} · {_e(str(sub).replace('_', ' '))}</th>"
+                            f"<td>{_value_text(item)}</td></tr>")
         else:
-            text = _num(value)
-        rows.append(f"<tr><th>{_e(key.replace('_', ' '))}</th><td>{text}</td></tr>")
-    return f'<table class="small">{"".join(rows)}</table>' if rows else ""
+            rows.append(f"<tr><th>{_e(label)}</th><td>{_value_text(value)}</td></tr>")
+    return f'<table class="small evidence">{"".join(rows)}</table>' if rows else ""
 
 
 def build_html(
@@ -513,12 +561,7 @@ def build_html(
             parts.append(_img(png_data_uri(plot), f"feature range over time: {name}", "plot"))
 
     # -- mouth opening over time (pipeline/mouth.py, when present)
-    opening = mouth_opening_series(working)
-    if opening is not None:
-        unit, values = opening
-        plot = line_plot([(n, colours.get(n, _colour(k)), v) for k, (n, v) in enumerate(values)],
-                         "Mouth opening over time", unit)
-        parts.append("<h2>Mouth opening over time</h2>" + _img(png_data_uri(plot), "mouth opening over time", "plot"))
+    parts.append(_mouth_section(working, total, samples, colours, list(data.get("mouth") or [])))
 
     # -- mouth pictures at key frames
     if working and total:

@@ -86,11 +86,16 @@ def test_browser_shows_lane_names_verdicts_and_embedded_pictures(demo_page: Path
         assert name in text
     assert "DIFFERS" in text and "first divergent stage: features" in text
     assert "no scale factor can fix it" in text  # the verdict's evidence, as the report words it
+    assert "Mouth opening over time" in text and "Mouths at key frames" in text
     images = [attrs for tag, attrs in page.tags if tag == "img"]
     embedded = [a["src"] for a in images if a.get("src", "").startswith("data:image/png;base64,")]
     assert len(embedded) == len(images)
-    # A feature plot per lane, and every lane's mouth at each key frame.
-    assert len(embedded) >= len(DEMO_LANES) * (1 + 3)
+    # A feature plot per lane, the mouth-opening and loudness plots, and every lane's mouth at each key frame.
+    assert len(embedded) >= len(DEMO_LANES) * (1 + 3) + 2
+    alts = [a.get("alt", "") for a in images]
+    for name in DEMO_LANES:
+        assert f"feature range over time: {name}" in alts
+        assert sum(alt.startswith(f"{name}, frame ") for alt in alts) >= 3
     for uri in embedded:  # each one is a real picture, not an empty placeholder
         picture = cv2.imdecode(np.frombuffer(base64.b64decode(uri.split(",", 1)[1]), np.uint8), cv2.IMREAD_COLOR)
         assert picture is not None and picture.shape[0] >= 100 and picture.std() > 5
