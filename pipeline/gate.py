@@ -142,7 +142,8 @@ def describe_minimal(stage: str, result: GateResult) -> str:
     for flag, value in result.minimal.items():
         option = "--" + flag.replace("_", "-")
         if not math.isfinite(value):
-            parts.append(f"no {option} passes (non-finite values)")
+            why = "the lane differs where the reference is 0" if flag == "rtol" else "non-finite values"
+            parts.append(f"no {option} passes ({why})")
         elif flag in ("cosine_min", "psnr_min"):
             parts.append(f"{option} {stage}={_round_down(value):.6g}")
         else:
