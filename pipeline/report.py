@@ -414,8 +414,8 @@ def build_report(
                 errors.append(f"lane {lane.name!r}: diagnosis: {exc}")
         if gated:
             for c in lane_comparisons:
-                if c.gate is not None:
-                    c.passed = bool(c.gate["passed"])
+                if c.gate is not None:  # tolerances decide, except that NaN/Inf is never within any of them
+                    c.passed = bool(c.gate["passed"]) and c.kind != KIND_NON_FINITE
             verdict.passed = failure is None and all(c.passed for c in lane_comparisons)
         if measured and ref_mouth is not None and ref_crops is not None and not lane.shows_dumped_frames \
                 and lane.generator is not None and failure is None:

@@ -192,3 +192,19 @@ def test_a_scale_that_zeroes_every_feature_is_refused(world):
     assert any("'tiny'" in e and "every non-zero feature" in e for e in data["errors"])
     diag = diagnosis(data, "tiny")
     assert not diag["passed"] and diag["kind"] == "error"
+
+
+def test_tolerances_for_another_stage_never_let_nan_features_pass(world):
+    # A CI gate with tolerances only for the outputs holds nothing against the features stage: its NaN must still
+    # fail it (the features dump of the first test: one NaN, one Inf).
+    if not (world / "features_bad.npy").exists():
+        bad = np.load(world / "features.npy").copy()
+        bad[7, 100], bad[11, 3] = np.nan, np.inf
+        np.save(world / "features_bad.npy", bad)
+    path = session(world, "gated", [REFERENCE, {"name": "port", "encoder": "features_bad.npy"}])
+    out = world / "gated.json"
+    r = app("report", path, "--atol", "outputs=0.5", "--json", out, "--force")
+    assert r.returncode == 3, r.stdout + r.stderr
+    feat = stages(json.loads(out.read_text()), "port")["features"]
+    assert not feat["passed"] and feat["kind"] == "non_finite"
+    assert not diagnosis(json.loads(out.read_text()), "port")["passed"]
