@@ -346,6 +346,8 @@ class OnnxGenerator:
         }
         parts = _run_in_batches(self._model, self.tensors.output, self.tensors.batch, GENERATOR_BATCH, feed,
                                 self._checked_output)
+        if len(parts) == 1:  # one frame a call while playing: no copy of the output
+            return parts[0]
         return np.concatenate(parts).astype(np.float32, copy=False)
 
     def _checked_output(self, result: np.ndarray, batch: int) -> np.ndarray:

@@ -19,7 +19,7 @@ from core.filekinds import file_kind
 from core.interfaces import Encoder, Generator, ModelOpener, Provenance
 from pipeline.dumps import FeatureDump, OutputDump, StageDump, load_mel_dump
 from pipeline.audio import Audio, load_audio
-from pipeline.avatar import Avatar, GeneratorInput, paste_back, ping_pong_index, prepare_input
+from pipeline.avatar import Avatar, GeneratorInput, output_to_uint8, paste_mouth, ping_pong_index, prepare_input
 from core.errors import InputError
 from pipeline.features import audio_tensors
 from pipeline.metrics import check_scale, feature_peak
@@ -254,9 +254,20 @@ class Lane:
                 )
             return generator.item(i)
         prepared = self.generator_input(i)
-        audio = self.audio_tensors(range(i, i + 1), scale)
+        audio = self._audio_tensor(i, scale)
         out = generator.generate(prepared.tensor[None], audio)
         return np.asarray(out, dtype=np.float32)[0]
+
+    def _audio_tensor(self, i: int, scale: float | None) -> np.ndarray:
+        """[1, 32, 16, 16]: equal to self.audio_tensors(range(i, i + 1), scale), but copies only the 16 rows it uses
+        (audio_tensors pads a copy of all N+2 rows for each call: 184 MB per frame for an hour-long clip)."""
+        if self.tensor_dump is not None:  # another program's tensors stand in for this stage (session key `tensors`)
+            return np.asarray(self.tensor_dump.item(i), dtype=np.float32)[None]
+        features = self.features(scale)
+        rows = np.zeros((16, features.shape[1]), np.float32)
+        low, high = max(0, i - 8), min(features.shape[0], i + 8)
+        rows[low - (i - 8):high - (i - 8)] = features[low:high]
+        return rows.reshape(1, 32, 16, 16)
 
     def frame(self, i: int, scale: float | None = None) -> RenderedFrame:
         """Render output frame i: generator output pasted back into its template frame."""
@@ -266,10 +277,11 @@ class Lane:
             return self._dumped_frame(i, avatar, k, self.generator)  # type: ignore[arg-type]
         out = self.raw_output(i, scale)
         prepared = self.generator_input(i)
-        image = paste_back(avatar.frame(k), avatar.crop_box(k), prepared.resized_crop, out)
-        crop = (np.clip(np.nan_to_num(out, nan=0.0), 0.0, 1.0) * 255.0).astype(np.uint8).transpose(1, 2, 0)
+        # One uint8 conversion serves the pasted frame and the crop view (paste_back would convert again).
+        crop = output_to_uint8(out)  # contiguous HWC
+        image = paste_mouth(avatar.frame(k), avatar.crop_box(k), prepared.resized_crop, crop)
         bad = int(out.size - np.count_nonzero(np.isfinite(out)))
-        return RenderedFrame(image=image, crop=np.ascontiguousarray(crop), template_index=k, non_finite=bad)
+        return RenderedFrame(image=image, crop=crop, template_index=k, non_finite=bad)
 
     def _dumped_frame(self, i: int, avatar: Avatar, k: int, dump: OutputDump) -> RenderedFrame:
         """A final frame from a dump, shown as it is; its 'crop' is the crop box's region of that frame."""

@@ -1,0 +1,91 @@
+"""The speed work of issue 12, as behaviour: the benchmark runs and reports every figure, the faster render path
+draws exactly the pixels the plain composition draws, and lanes of one model share one ONNX Runtime session.
+
+Nothing here times anything: the targets live in `python app.py bench` (cli/bench.py), never in tests.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from backends.registry import MODELS
+from pipeline.audio import load_audio
+from pipeline.avatar import Avatar, paste_back, ping_pong_index, prepare_input
+from pipeline.features import audio_tensors, pad_features
+from pipeline.lane import Lane, open_lanes
+from pipeline.mel import melspectrogram
+from pipeline.session import demo_session_path, load_session
+from pipeline.windows import mel_windows
+
+DEMO = demo_session_path()
+needs_demo = pytest.mark.skipif(not DEMO.exists(), reason="the demo bundle is missing")
+
+REQUIRED_KEYS = ("render_ratio", "scale_change_ms", "generator_call_ms", "startup_s", "startup_baseline_s",
+                 "features_60min_peak_mb", "features_60min_s", "features_1min_s", "gpu_frames_per_s")
+
+
+@needs_demo
+def test_quick_bench_writes_every_figure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from cli.main import run
+
+    monkeypatch.setenv("LIPSYNC_COMPARE_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "bench.json"
+    code = run(["bench", "--quick", "--frames", "3", "--repeats", "1", "--short-minutes", "0.05",
+                "--long-minutes", "0.1", "--json", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0
+    figures = json.loads(out.read_text())
+    for key in REQUIRED_KEYS:
+        assert key in figures, key
+    measured = ("render_ratio", "render_app_ms", "render_raw_ms", "generator_call_ms", "scale_change_ms",
+                "startup_s", "startup_baseline_s", "startup_ratio", "features_short_s", "features_long_s",
+                "features_long_peak_mb", "features_linearity")
+    for key in measured:  # measured in quick mode: positive and finite
+        assert isinstance(figures[key], (int, float)) and math.isfinite(figures[key]) and figures[key] > 0, key
+    # Quick clips are not 1 and 60 minutes long, so those figures are null rather than mislabelled.
+    assert figures["features_60min_s"] is None and figures["features_1min_s"] is None
+    assert figures["gpu_frames_per_s"] is None or figures["gpu_frames_per_s"] > 0
+    assert len(figures["machine"]["load_average"]) == 3
+    for name in ("render", "scale change", "start-up", "long clip", "peak memory", "GPU"):
+        assert name in printed
+    assert "ratio" in printed and "target" in printed
+
+
+@needs_demo
+def test_lanes_of_one_model_share_one_session_and_other_options_do_not() -> None:
+    session = load_session(DEMO, check_files=False)
+    lanes = [lane for lane in open_lanes(session, models=MODELS) if isinstance(lane, Lane)]
+    generators = [lane.generator for lane in lanes]
+    assert len(generators) >= 2 and generators[0].provenance.source == generators[1].provenance.source
+    assert generators[0]._model.session is generators[1]._model.session
+    other = MODELS.open_generator(generators[0].provenance.source, {"threads": 1})
+    assert other._model.session is not generators[0]._model.session
+
+
+@needs_demo
+def test_the_render_path_draws_what_the_plain_composition_draws() -> None:
+    """Lane.frame (one uint8 conversion, 16-row audio tensor, cached templates) against the stages written out."""
+    session = load_session(DEMO, check_files=False)
+    lane = next(lane for lane in open_lanes(session, models=MODELS) if isinstance(lane, Lane))
+    audio = load_audio(session.audio)
+    avatar = Avatar.open(session.avatar, cache_frames=1)
+    features = pad_features(lane.encoder.encode(mel_windows(melspectrogram(audio.samples))))
+    assert np.array_equal(lane.raw_features(), features)
+    last = lane.num_frames - 1
+    for i in (0, 1, 7, 8, 9, last - 1, last):  # the zero-filled context at both ends, and the middle
+        for scale in (1.0, 2.5):
+            scaled = features if scale == 1.0 else (features * np.float32(scale)).astype(np.float32)
+            k = ping_pong_index(i, avatar.num_templates)
+            prepared = prepare_input(avatar.frame(k), avatar.crop_box(k), lane.image_size)
+            out = lane.generator.generate(prepared.tensor[None], audio_tensors(scaled, [i]))
+            expected = paste_back(avatar.frame(k), avatar.crop_box(k), prepared.resized_crop, out)
+            rendered = lane.frame(i, scale)
+            assert np.array_equal(rendered.image, expected), (i, scale)
+            crop = (np.clip(np.nan_to_num(out[0], nan=0.0), 0.0, 1.0) * 255.0).astype(np.uint8).transpose(1, 2, 0)
+            assert np.array_equal(rendered.crop, crop) and rendered.crop.flags["C_CONTIGUOUS"]
