@@ -146,6 +146,10 @@ class MainWindow(HelpMixin, SessionFilesMixin, QMainWindow):
         return self.workspace.session
 
     @property
+    def samples(self) -> np.ndarray:
+        return self.workspace.samples
+
+    @property
     def num_frames(self) -> int:
         return self.workspace.num_frames
 
