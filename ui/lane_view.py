@@ -174,8 +174,8 @@ class LaneView(QFrame):
 
     # -- NaN/Inf -----------------------------------------------------------------------------------------------
     def set_features(self, raw_features: np.ndarray | None) -> None:
-        """The lane's unscaled features arrived: count their NaN/Inf, note the frames they reach, and hand the
-        largest |feature| to the scale control so it refuses scales float32 cannot carry for this lane."""
+        """The lane's unscaled features arrived: count their NaN/Inf, note the frames they reach, and keep the
+        largest |feature| (``feature_peak``), with which the window refuses scales float32 cannot carry for them."""
         if raw_features is None:
             self.non_finite_features, self.feature_peak = 0, None
             self._feature_frames = np.zeros(0, dtype=bool)
@@ -184,8 +184,6 @@ class LaneView(QFrame):
             self.non_finite_features = int(values.size - np.count_nonzero(np.isfinite(values)))
             self.feature_peak = feature_peak(values)
             self._feature_frames = frames_fed_non_finite(values)
-        if hasattr(self.scale_control, "set_feature_peak"):
-            self.scale_control.set_feature_peak(self.feature_peak)
         self._show_non_finite()
 
     def note_frame(self, index: int, non_finite_pixels: int) -> None:
