@@ -51,7 +51,7 @@ def _check_npy_header(handle: Any, data_bytes: int, what: str) -> None:
         else:
             shape, _, dtype = np.lib.format._read_array_header(handle, version)
     except Exception as exc:  # noqa: BLE001 - numpy parses the header text with ast/tokenize: any of their errors
-        raise InputError(f"{what}: expected a NumPy .npy header, found one that cannot be read "
+        raise InputError(f"{what}: not a NumPy .npy file: expected a .npy header, found one that cannot be read "
                          f"({type(exc).__name__}: {str(exc)[:120]})") from None
     if dtype.hasobject:
         raise InputError(f"{what}: expected an array of numbers, found dtype {dtype} (Python objects are not loaded)")

@@ -501,7 +501,7 @@ def test_a_npy_header_numpy_cannot_tokenize_is_a_message(tmp_path):
 
     # numpy parses the header with tokenize, which raised TokenError (neither ValueError nor OSError).
     (tmp_path / "f.npy").write_bytes(b"\x93NUMPY\x01\x00v\x00" + bytes(117) + b"{")
-    with pytest.raises(InputError, match=r"f\.npy: expected a NumPy \.npy header, found one that cannot be read"):
+    with pytest.raises(InputError, match=r"f\.npy: not a NumPy \.npy file: expected a \.npy header, found one that cannot be read"):
         load_feature_dump(tmp_path / "f.npy")
 
 
