@@ -95,6 +95,9 @@ def read_lms(path: str | Path) -> np.ndarray:
     values the int32 cast cannot hold (the reference's cast of those is undefined).
     """
     path = Path(path)
+    if path.exists() or path.is_symlink():  # a FIFO would block the read forever, a device stream without end
+        limits.input_file(path, "landmarks", f"a file of {NUM_LANDMARKS} lines 'x y'")
+        limits.check_size(path.stat().st_size, limits.MAX_TEXT_BYTES, f"landmarks {path}")
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
@@ -396,9 +399,11 @@ def _boxes_from_landmarks(landmark_dir: Path, count: int) -> list[CropBox]:
 
 
 def _boxes_from_rectangles(path: Path, count: int) -> list[CropBox]:
+    limits.input_file(path, "crop rectangles", "a JSON file")  # a FIFO would block the read forever
+    limits.check_size(path.stat().st_size, limits.MAX_TEXT_BYTES, f"crop rectangles {path}")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:  # "[[[[..." nests too deep
         raise InputError(f"crop rectangles {path}: expected JSON, found unreadable content ({error})") from None
     if not isinstance(data, dict):
         raise InputError(f"crop rectangles {path}: expected an object {{\"0\": {{\"rect\": [...]}}}}, found {type(data).__name__}")
@@ -471,6 +476,7 @@ class Avatar:
             )
         frame_size = None
         for path in images:
+            limits.input_file(path, "avatar image", "a JPEG or PNG file")  # a FIFO would block the header read
             size = image_size(path)
             if size is None:
                 raise InputError(f"avatar image {path}: expected a readable JPEG or PNG, found a damaged or unknown file")

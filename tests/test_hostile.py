@@ -528,3 +528,35 @@ def test_inspect_and_diff_weights_check_json_before_reading_models(tmp_path, com
     (tmp_path / "exists.json").write_text("{}")
     line = one_error_line(app(*command, "--json", "exists.json", cwd=tmp_path))
     assert "exists.json already exists" in line
+
+
+# --- avatar files that are not files, and text nested without end ---------------------------------------------
+
+@pytest.mark.parametrize("which", ["landmarks/1.lms", "full_body_img/1.jpg"])
+def test_a_fifo_inside_an_avatar_is_named_instead_of_blocking(tmp_path, which):
+    from tests.builders.avatar import make_dataset
+
+    make_dataset(tmp_path / "avatar", frames=2, size=(64, 48))
+    (tmp_path / "avatar" / which).unlink()
+    os.mkfifo(tmp_path / "avatar" / which)
+    script = ("import sys; sys.path.insert(0, sys.argv[1]); from pipeline.avatar import Avatar; from core.errors "
+              "import InputError\ntry:\n    Avatar.open(sys.argv[2])\nexcept InputError as e:\n    print(e)")
+    result = subprocess.run([sys.executable, "-c", script, str(ROOT), str(tmp_path / "avatar")], capture_output=True,
+                            text=True, timeout=HANG_TIMEOUT)
+    assert Path(which).name in result.stdout and "found a FIFO (named pipe)" in result.stdout, result.stderr
+
+
+def test_json_rectangles_nested_without_end_are_a_message(tmp_path):
+    from pipeline.avatar import _boxes_from_rectangles
+
+    (tmp_path / "crop_rectangles.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(InputError, match="crop_rectangles.json: expected JSON"):
+        _boxes_from_rectangles(tmp_path / "crop_rectangles.json", 1)
+
+
+def test_a_session_nested_without_end_is_a_message(tmp_path):
+    from pipeline.session import load_session
+
+    (tmp_path / "s.toml").write_text("a = " + "[" * 5000 + "]" * 5000)
+    with pytest.raises(InputError, match="s.toml: not valid TOML: nested too deeply"):
+        load_session(tmp_path / "s.toml")
