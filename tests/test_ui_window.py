@@ -537,7 +537,7 @@ def test_dropping_a_model_or_an_mlpackage_manifest_adds_a_lane_with_it(qtbot, wi
         window.open_dropped(demo_package / "Manifest.json")
         assert len(window.slots) == before + 2
         assert window.slots[-1].spec.encoder == demo_package
-        assert type(window.slots[-1].lane).__name__ == "Lane"  # it opened: not a FailedLane, not an avatar folder
+        assert isinstance(window.slots[-1].lane, Lane)  # it opened: not a FailedLane, not an avatar folder
 
 
 def test_closing_with_unsaved_changes_asks_save_discard_or_cancel(qtbot, window, tmp_path) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 from PySide6.QtCore import QByteArray, QEventLoop, QObject, QSettings, Qt, QTimer, Signal
@@ -35,8 +35,8 @@ from ui.session_files import SessionFilesMixin
 from ui.timeline import LANE_COLOURS, Timeline
 from workspace.clock import FPS, PlaybackClock
 from workspace.frame_cache import FrameCache
-from workspace.model import MAX_LANES, FitError, LaneState, Workspace, frame_count_for
-from workspace.render_worker import FrameReady
+from workspace.model import MAX_LANES, FitError, LaneState, RunnableLane, Workspace, frame_count_for
+from workspace.render_worker import FrameReady, RenderWorker
 from workspace.transport import ClockFactory, Transport
 
 __all__ = ["MainWindow", "LaneSlot", "frame_count_for", "MAX_LANES"]
@@ -70,7 +70,7 @@ class LaneSlot:
         return self.state.scale
 
     @property
-    def lane(self) -> Any:
+    def lane(self) -> RunnableLane | None:
         return self.state.lane
 
     @property
@@ -134,7 +134,7 @@ class MainWindow(HelpMixin, SessionFilesMixin, QMainWindow):
         return self.transport.cache
 
     @property
-    def worker(self):  # noqa: ANN201 (RenderWorker; tests wait on its idle flag)
+    def worker(self) -> RenderWorker:
         return self.transport.worker
 
     @property
@@ -142,7 +142,7 @@ class MainWindow(HelpMixin, SessionFilesMixin, QMainWindow):
         return self.transport.clock
 
     @property
-    def session(self):  # noqa: ANN201 (pipeline.session.Session | None)
+    def session(self) -> Session | None:
         return self.workspace.session
 
     @property
@@ -400,8 +400,8 @@ class MainWindow(HelpMixin, SessionFilesMixin, QMainWindow):
         self.progress.setVisible(True)
         QApplication.processEvents(QEventLoop.ProcessEventsFlag.ExcludeUserInputEvents)
 
-    def set_content(self, samples: np.ndarray, lanes: list[Any], reference_index: int = 0,
-                    session: Any | None = None, hidden_specs: list[Any] | tuple[Any, ...] = ()) -> None:
+    def set_content(self, samples: np.ndarray, lanes: Sequence[RunnableLane | FailedLane], reference_index: int = 0,
+                    session: Session | None = None, hidden_specs: Sequence[LaneSpec] = ()) -> None:
         """Show these lanes over this audio (Workspace.set_content: lanes beyond the fourth are kept, not shown)."""
         self.workspace.set_content(samples, lanes, reference_index=reference_index, session=session,
                                    hidden_specs=hidden_specs)

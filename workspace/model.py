@@ -13,7 +13,7 @@ The three numbers of a comparison have one name each, everywhere:
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
@@ -28,6 +28,7 @@ from pipeline.metrics import check_scale, compare, feature_peak
 from pipeline.session import LaneSpec, Session, load_session, save_session
 from pipeline.windows import num_windows
 from workspace.events import Event
+from workspace.render_worker import RenderableLane
 
 MAX_LANES = 4  # more mouths side by side are too small to read; the rest of a session is kept, not shown
 MIN_SCALE = 0.01
@@ -35,14 +36,10 @@ MAX_SCALE = 1000.0  # the bug this app exists for is 40x-200x; a dB slip is ~0.0
 Progress = Callable[[str, int, int], None]  # (what is loading, lanes done, lanes in all)
 
 
-class RunnableLane(Protocol):
-    """What the workspace and the render worker need of a lane (pipeline.lane.Lane, or a test's fake)."""
+class RunnableLane(RenderableLane, Protocol):
+    """What the workspace needs of a lane (pipeline.lane.Lane, or a test's fake): the worker's calls and its spec."""
 
     spec: LaneSpec
-
-    def raw_features(self) -> np.ndarray: ...
-
-    def frame(self, index: int, scale: float) -> object: ...
 
 
 class FitError(InputError):
@@ -69,6 +66,8 @@ class LaneState:
     raw_features: np.ndarray | None = None
     peak: float | None = None  # largest finite |raw feature|: which scales float32 can carry for this lane
     _scaled: tuple[float, np.ndarray] | None = None
+    sources: tuple = ()  # source_signature(spec) when the lane was opened: Reload models compares it
+    failed_frames: dict[tuple[float, int], str] = field(default_factory=dict)  # (scale, frame) -> why it raised
 
     @property
     def name(self) -> str:
@@ -122,6 +121,26 @@ def clamp_scale(scale: float) -> float:
     return float(min(MAX_SCALE, max(MIN_SCALE, scale)))
 
 
+def _stat_tree(path: Path) -> tuple[int, int, int, int]:
+    """(files, bytes, newest mtime in ns, inode) of a file, or of the files in a folder (an .mlpackage)."""
+    try:
+        if path.is_dir():
+            files = [p.stat() for p in sorted(path.rglob("*")) if p.is_file()]
+            return (len(files), sum(f.st_size for f in files), max((f.st_mtime_ns for f in files), default=0),
+                    path.stat().st_ino)
+        info = path.stat()
+        return (1, info.st_size, info.st_mtime_ns, info.st_ino)
+    except OSError:
+        return (0, 0, 0, 0)  # gone: differs from any file that was there, so a reload says why it fails
+
+
+def source_signature(spec: LaneSpec) -> tuple:
+    """What the lane's model and dump files are on disk now (size, mtime, inode): a file rewritten or replaced since
+    the lane was opened gives another signature."""
+    paths = [getattr(spec, name, None) for name in ("encoder", "generator", "mel", "tensors", "inputs")]
+    return tuple((str(path),) + _stat_tree(Path(path)) for path in paths if path is not None)
+
+
 def frame_count_for(samples: np.ndarray) -> int:
     """Output frames of a clip: N + 2 windows (PIPELINE.md stage 2-4), computed without running an encoder."""
     return int(num_windows(1 + len(samples) // 200)) + 2
@@ -134,6 +153,9 @@ class Workspace:
     - ``lanes_changed()``: a lane was added, removed, moved, replaced or failed, or the reference changed;
     - ``scale_changed(lane_id, scale)``; ``features_ready(lane_id)``;
     - ``dirty_changed(dirty)``: whether there are changes a save would keep.
+
+    Reload models (``reload_models``) reopens lanes whose files changed on disk; a reloaded lane gets a new id, so the
+    frame cache drops the old model's frames (the transport forgets the old id).
     """
 
     def __init__(self, models: ModelOpener | None = None) -> None:
@@ -330,6 +352,36 @@ class Workspace:
         state._scaled = None
         self.features_ready.emit(lane_id)
 
+    def set_frame_failed(self, lane_id: int, scale: float, index: int, message: str) -> None:
+        """One frame of a lane raised (the render worker goes on with its other frames): remember why."""
+        state = next((s for s in self.lanes if s.lane_id == lane_id), None)
+        if state is not None:
+            state.failed_frames[(float(scale), int(index))] = message
+
+    # -- model files that changed on disk ---------------------------------------------------------------------
+    def changed_lanes(self) -> list[LaneState]:
+        """Lanes whose model or dump files differ on disk from when the lane was opened."""
+        return [state for state in self.lanes if source_signature(state.spec) != state.sources]
+
+    def reload_models(self, force: bool = False) -> list[LaneState]:
+        """Reopen the lanes whose model or dump files changed on disk, and the lanes that failed or were stopped
+        (every lane with ``force``). Order, scales and the reference stay; a reloaded lane gets a new id, so frames
+        rendered from the old model are dropped from the frame cache and never shown again. Not a change to save.
+        Returns the reloaded lanes' new states (a model that no longer loads shows its reason in its lane)."""
+        changed = {state.lane_id for state in self.changed_lanes()}
+        reloaded = []
+        for old in list(self.lanes):
+            if not (force or old.lane_id in changed or old.failure is not None):
+                continue
+            new = self._state_for(self._open_lane(dataclasses.replace(old.spec, scale=old.scale)))
+            self.lanes[self.lanes.index(old)] = new
+            if self.reference_id == old.lane_id:
+                self.reference_id = new.lane_id
+            reloaded.append(new)
+        if reloaded:
+            self.lanes_changed.emit()
+        return reloaded
+
     def set_failed(self, lane_id: int, message: str, details: str = "") -> None:
         state = next((s for s in self.lanes if s.lane_id == lane_id), None)
         if state is None:
@@ -368,11 +420,12 @@ class Workspace:
     def _state_for(self, lane: RunnableLane | FailedLane) -> LaneState:
         lane_id = self._next_lane_id
         self._next_lane_id += 1
+        sources = source_signature(lane.spec)  # after opening: what the lane was opened from
         if isinstance(lane, FailedLane):
             features_lane = self._encoder_only_lane(lane.spec)
             return LaneState(lane_id, lane.spec, features_lane, float(lane.spec.scale), failure=lane.message,
-                             features_only=features_lane is not None)
-        return LaneState(lane_id, lane.spec, lane, float(lane.spec.scale))
+                             features_only=features_lane is not None, sources=sources)
+        return LaneState(lane_id, lane.spec, lane, float(lane.spec.scale), sources=sources)
 
     def _donor(self) -> Lane | None:
         """A real pipeline Lane of this workspace, whose audio, avatar and mel a new lane can share."""

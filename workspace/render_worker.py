@@ -13,23 +13,48 @@ Rules, each one a reason:
   so every lane gets a picture before any lane gets a second one. Within each frame the lane served longest ago
   goes first: during playback that cannot keep up, every new playhead supersedes the plan after one frame, and
   a fixed lane order would then only ever serve the first lane (the others froze on their first picture).
-- A lane that raises is marked failed with its message and never tried again (until it is replaced); the others
-  keep rendering.
+- A lane whose features raise, or whose first frames all raise (a model that cannot run), is marked failed with its
+  message and never tried again (until it is replaced); the others keep rendering. A lane that has drawn frames and
+  then raises on one is not failed: that frame is reported (FrameFailed, the window marks it) and not retried at that
+  scale, and the lane goes on with its other frames.
+- A lane can be stopped (``stop_lane``: the window's Stop on a lane whose model never returns). The call in progress
+  is asked to end through core.limits (onnxruntime's RunOptions.terminate); a call that still has not returned after
+  STOP_GRACE_S (a runtime without a cancel hook) is left on its thread, which is retired, and a fresh render thread
+  carries on with the other lanes.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 import traceback
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator, Protocol
 
 import numpy as np
 
+from core import limits
+from core.errors import InputError
+from pipeline.lane import RenderedFrame
 from workspace.frame_cache import FrameCache
 
 log = logging.getLogger(__name__)
+
+FAILED_FRAMES_BEFORE_LANE_FAILS = 3  # a lane that never drew a frame and fails this many in a row cannot run
+STOP_GRACE_S = 2.0  # after Stop: how long a call may take to end before its thread is left behind
+STOPPED_MESSAGE = ("stopped: its model did not return for {seconds:.0f} s and the lane was stopped (a model that "
+                   "never ends, e.g. an ONNX Loop without an end?). Replace the model, or Reload models (Ctrl+R) "
+                   "to try it again")
+STOPPED_IDLE_MESSAGE = "stopped. Replace the model, or Reload models (Ctrl+R) to try it again"
+
+
+class RenderableLane(Protocol):
+    """What the worker calls on a lane (pipeline.lane.Lane, or a test's fake), only ever from its own thread."""
+
+    def raw_features(self) -> np.ndarray: ...
+
+    def frame(self, index: int, scale: float) -> RenderedFrame: ...
 
 
 @dataclass(frozen=True)
@@ -37,7 +62,7 @@ class LaneJob:
     """One lane as the worker sees it: a stable id (cache key), the Lane object and its current scale."""
 
     lane_id: int
-    lane: Any
+    lane: RenderableLane
     scale: float
     render_frames: bool = True  # False: features only (a lane whose generator failed still gets plotted)
 
@@ -63,7 +88,7 @@ class FrameReady:
     lane_id: int
     scale: float
     index: int
-    frame: Any  # RenderedFrame
+    frame: RenderedFrame
     generation: int
 
 
@@ -72,6 +97,26 @@ class LaneFailed:
     lane_id: int
     message: str
     details: str  # traceback, for the "details" disclosure
+
+
+@dataclass(frozen=True)
+class FrameFailed:
+    """One frame of a lane that draws others raised: the lane goes on; this frame is marked, not retried."""
+
+    lane_id: int
+    scale: float
+    index: int
+    message: str
+    details: str
+
+
+@dataclass(frozen=True)
+class Busy:
+    """The call the worker is inside: which lane, which frame (None: its features), since when (monotonic s)."""
+
+    lane_id: int
+    index: int | None
+    since: float
 
 
 def frame_order(playhead: int, lookahead: int, num_frames: int, loop: tuple[int, int] | None = None) -> list[int]:
@@ -103,8 +148,20 @@ class RenderWorker:
         self.frames_rendered = 0
         self._last_served: dict[int, int] = {}  # lane id -> value of _serve_count when it last got a frame
         self._serve_count = 0
-        self._thread = threading.Thread(target=self._run, name="render-worker", daemon=True)
-        self._thread.start()
+        self._failed_frames: set[tuple[int, float, int]] = set()  # (lane id, scale, frame) that raised
+        self._drawn: set[int] = set()  # lanes that drew at least one frame
+        self._frame_errors: dict[int, int] = {}  # lane id -> frames failed in a row before its first drawn one
+        self._gone: set[int] = set()  # lanes forgotten: a frame of theirs still in flight is not cached
+        self._stopped_lanes: dict[int, float] = {}  # lane id -> when Stop was asked (monotonic s)
+        self._busy: Busy | None = None
+        self._epoch = 0  # bumped when a thread stuck in a stopped lane's call is retired
+        self.abandoned_threads: list[threading.Thread] = []
+        self._thread = self._start_thread()
+
+    def _start_thread(self) -> threading.Thread:
+        thread = threading.Thread(target=self._run, args=(self._epoch,), name="render-worker", daemon=True)
+        thread.start()
+        return thread
 
     # -- main thread ------------------------------------------------------------------------------------------
     def submit(self, playhead: int, lanes: list[LaneJob], lookahead: int, num_frames: int,
@@ -117,8 +174,55 @@ class RenderWorker:
             return self._generation
 
     def forget_lane(self, lane_id: int) -> None:
-        """A lane was removed or replaced: its id is never reused, but drop its cached frames."""
+        """A lane was removed or replaced: its id is never reused, but drop its cached frames (and do not cache a
+        frame of it that is being drawn now)."""
+        self._gone.add(lane_id)
         self.cache.drop_lane(lane_id)
+
+    def busy(self) -> Busy | None:
+        """The lane call in progress, if any (the window offers Stop on a lane whose call lasts too long)."""
+        with self._condition:
+            return self._busy
+
+    def stop_lane(self, lane_id: int) -> bool:
+        """Never render this lane again; if the worker is inside one of its calls, ask the runtime to end it.
+
+        A LaneFailed with the stopped message is delivered when the call ends (or at once when the lane was not
+        running; or by ``release_stopped`` when the call does not end). Returns True when the lane was running.
+        """
+        with self._condition:
+            if lane_id in self._stopped_lanes:
+                return False
+            self._stopped_lanes[lane_id] = time.monotonic()
+            busy, thread = self._busy, self._thread
+            self._condition.notify()
+        if busy is not None and busy.lane_id == lane_id:
+            limits.cancel_runs_on(thread.ident)
+            return True
+        self._failed.add(lane_id)
+        self._deliver(LaneFailed(lane_id, STOPPED_IDLE_MESSAGE, ""))
+        return False
+
+    def release_stopped(self, grace_s: float | None = None) -> bool:
+        """Called often (the transport's tick): when a stopped lane's call has not ended ``grace_s`` after Stop, retire
+        the thread stuck in it and start a fresh one for the other lanes. Returns True when it did."""
+        with self._condition:
+            busy = self._busy
+            if busy is None or busy.lane_id not in self._stopped_lanes or self._stopped:
+                return False
+            if time.monotonic() - self._stopped_lanes[busy.lane_id] < (STOP_GRACE_S if grace_s is None else grace_s):
+                return False
+            self._epoch += 1
+            self._busy = None
+            self._failed.add(busy.lane_id)
+            self.abandoned_threads.append(self._thread)
+            self._finished_generation = -1  # the new thread re-plans the pending request
+            self._thread = self._start_thread()
+        log.warning("lane %s: its call did not end after Stop; left on a retired thread", busy.lane_id)
+        self._deliver(LaneFailed(busy.lane_id, STOPPED_MESSAGE.format(seconds=time.monotonic() - busy.since)
+                                 + " (its runtime could not be interrupted: the call was left running in the "
+                                 "background)", ""))
+        return True
 
     @property
     def idle(self) -> bool:
@@ -126,64 +230,96 @@ class RenderWorker:
             return self._request is None or self._finished_generation == self._request.generation
 
     def stop(self, timeout: float = 10.0) -> None:
+        """End the render thread: a lane call in progress is asked to stop (so quitting during an endless model
+        does not wait for it), then the thread is joined."""
         with self._condition:
             self._stopped = True
             self._condition.notify()
-        self._thread.join(timeout)
+            thread = self._thread
+        limits.cancel_runs_on(thread.ident)
+        thread.join(timeout)
 
     # -- render thread ----------------------------------------------------------------------------------------
-    def _superseded(self, request: RenderRequest) -> bool:
-        return self._stopped or self._request is None or self._request.generation != request.generation
+    def _superseded(self, request: RenderRequest, epoch: int) -> bool:
+        return (self._stopped or epoch != self._epoch or self._request is None
+                or self._request.generation != request.generation)
 
     def _plan(self, request: RenderRequest) -> Iterator[tuple[LaneJob, int | None]]:
         """(lane, None) means "compute the features"; (lane, i) means "render frame i"."""
         for index in frame_order(request.playhead, request.lookahead, request.num_frames, request.loop):
             # sorted() is stable: lanes never served keep the request's order
             for job in sorted(request.lanes, key=lambda job: self._last_served.get(job.lane_id, -1)):
-                if job.lane_id in self._failed:
+                if job.lane_id in self._failed or job.lane_id in self._stopped_lanes:
                     continue
                 if job.lane_id not in self._features_sent:
                     yield job, None
                 if job.lane_id in self._failed or not job.render_frames:
                     continue
-                if (job.lane_id, job.scale, index) not in self.cache:
+                key = (job.lane_id, job.scale, index)
+                if key not in self.cache and key not in self._failed_frames:
                     yield job, index
 
-    def _run(self) -> None:
+    def _run(self, epoch: int) -> None:
         while True:
             with self._condition:
-                while not self._stopped and (self._request is None
-                                             or self._request.generation == self._finished_generation):
+                while not self._stopped and epoch == self._epoch and (
+                        self._request is None or self._request.generation == self._finished_generation):
                     self._condition.wait()
-                if self._stopped:
+                if self._stopped or epoch != self._epoch:
                     return
                 request = self._request
             assert request is not None
             completed = True
             for job, index in self._plan(request):
-                if self._superseded(request):
+                if self._superseded(request, epoch):
                     completed = False
                     break
-                self._execute(job, index, request.generation)
+                self._execute(job, index, request.generation, epoch)
             with self._condition:
-                if completed and not self._superseded(request):
+                if completed and not self._superseded(request, epoch):
                     self._finished_generation = request.generation
 
-    def _execute(self, job: LaneJob, index: int | None, generation: int) -> None:
+    def _execute(self, job: LaneJob, index: int | None, generation: int, epoch: int) -> None:
+        with self._condition:
+            self._busy = Busy(job.lane_id, index, time.monotonic())
         try:
+            result = job.lane.raw_features() if index is None else job.lane.frame(index, job.scale)
+            error: Exception | None = None
+        except Exception as exc:  # InputError is expected (bad model); anything else is still one lane's fault
+            result, error, details = None, exc, traceback.format_exc()
+        with self._condition:
+            if epoch != self._epoch:
+                return  # this thread was retired while it was stuck in the call: its result belongs to no one
+            busy, self._busy = self._busy, None
+        if job.lane_id in self._stopped_lanes:
+            self._failed.add(job.lane_id)
+            seconds = time.monotonic() - busy.since if busy is not None else 0.0
+            self._deliver(LaneFailed(job.lane_id, STOPPED_MESSAGE.format(seconds=seconds), ""))
+            return
+        if error is None:
             if index is None:
-                raw = job.lane.raw_features()
                 self._features_sent.add(job.lane_id)
-                self._deliver(FeaturesReady(job.lane_id, raw))
+                self._deliver(FeaturesReady(job.lane_id, result))
                 return
-            frame = job.lane.frame(index, job.scale)
-            self.cache.put((job.lane_id, job.scale, index), frame)
+            if job.lane_id not in self._gone:
+                self.cache.put((job.lane_id, job.scale, index), result)
             self.frames_rendered += 1
+            self._drawn.add(job.lane_id)
             self._last_served[job.lane_id] = self._serve_count
             self._serve_count += 1
-            self._deliver(FrameReady(job.lane_id, job.scale, index, frame, generation))
-        except Exception as error:  # InputError is expected (bad model); anything else is still one lane's fault
-            self._failed.add(job.lane_id)
-            kind = "" if type(error).__name__ == "InputError" else f"{type(error).__name__}: "
-            log.warning("lane %s failed: %s", job.lane_id, error)
-            self._deliver(LaneFailed(job.lane_id, f"{kind}{error}", traceback.format_exc()))
+            self._deliver(FrameReady(job.lane_id, job.scale, index, result, generation))
+            return
+        kind = "" if isinstance(error, InputError) else f"{type(error).__name__}: "
+        if index is not None:
+            errors = self._frame_errors[job.lane_id] = self._frame_errors.get(job.lane_id, 0) + 1
+            if job.lane_id in self._drawn or errors < FAILED_FRAMES_BEFORE_LANE_FAILS:
+                # One frame's fault (a backend that raises on some inputs): mark it, go on with the others.
+                self._failed_frames.add((job.lane_id, job.scale, index))
+                self._last_served[job.lane_id] = self._serve_count
+                self._serve_count += 1
+                log.warning("lane %s frame %s failed: %s", job.lane_id, index, error)
+                self._deliver(FrameFailed(job.lane_id, job.scale, index, f"{kind}{error}", details))
+                return
+        self._failed.add(job.lane_id)
+        log.warning("lane %s failed: %s", job.lane_id, error)
+        self._deliver(LaneFailed(job.lane_id, f"{kind}{error}", details))
