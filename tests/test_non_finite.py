@@ -166,6 +166,16 @@ def test_dump_refuses_the_same_scales(world, scale):
     assert not out.exists()
 
 
+def test_dump_refuses_a_scale_that_overflows_this_lanes_features(world):
+    peak = float(np.abs(np.load(world / "features.npy")).max())
+    scale = 4 * FLOAT32_MAX / peak  # fits float32 on its own
+    out = world / "never.npy"
+    r = app("dump", "--audio", world / "speech.wav", "--encoder", world / "enc.onnx", "--stage", "tensors",
+            "--scale", repr(scale), "--out", out)
+    assert r.returncode == 2 and "above float32's largest" in r.stderr
+    assert not out.exists()
+
+
 def test_a_scale_that_overflows_this_lanes_features_is_refused_and_the_lane_never_matches(world):
     peak = float(np.abs(np.load(world / "features.npy")).max())
     scale = 4 * FLOAT32_MAX / peak  # a normal float32 on its own; times the largest feature it is Inf
