@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 with atheris.instrument_imports(include=["core", "pipeline", "backends"]):
     import targets  # noqa: E402
     import core.limits, pipeline.session, pipeline.avatar, pipeline.dumps, pipeline.lane, pipeline.audio  # noqa: E401,E402,F401
+    import backends.onnx_backend, backends.torch_backend  # noqa: E401,E402,F401
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 root=$(pwd)
 seconds=${1:-300}; shift || true
-targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(session lms rects dumps frames audio image_header)
+targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(session lms rects dumps frames audio image_header onnx pth)
 out=${FUZZ_OUT:-/tmp/lipsync-fuzz}
 mkdir -p "$out/corpus"
 "$root/.venv/bin/python" "$root/tools/fuzz/targets.py" "$out/corpus"

@@ -110,8 +110,26 @@ def image_header(data: bytes) -> None:
     image_size(_file("0.png", data))
 
 
+def onnx_model(data: bytes) -> None:
+    from backends.onnx_backend import OnnxEncoder
+
+    try:
+        OnnxEncoder(_file("enc.onnx", data))
+    except InputError:
+        pass
+
+
+def pth(data: bytes) -> None:
+    from backends.torch_backend import TorchEncoder
+
+    try:
+        TorchEncoder(_file("enc.pth", data))
+    except InputError:
+        pass
+
+
 TARGETS = {"session": session, "lms": lms, "rects": rects, "dumps": dumps, "frames": frames, "audio": audio,
-           "image_header": image_header}
+           "image_header": image_header, "onnx": onnx_model, "pth": pth}
 
 
 def seeds() -> dict[str, list[bytes]]:
@@ -133,6 +151,28 @@ def seeds() -> dict[str, list[bytes]]:
         soundfile.write(buffer, np.zeros(samples, np.float32), rate, format="WAV", subtype="PCM_16")
         return buffer.getvalue()
 
+    def onnx_bytes() -> bytes:
+        from onnx import TensorProto, helper
+
+        graph = helper.make_graph(
+            [helper.make_node("Flatten", ["mel"], ["flat"]),
+             helper.make_node("Slice", ["flat", "starts", "ends", "axes"], ["emb"])],
+            "tiny", [helper.make_tensor_value_info("mel", TensorProto.FLOAT, ["B", 1, 80, 16])],
+            [helper.make_tensor_value_info("emb", TensorProto.FLOAT, ["B", 512])],
+            [helper.make_tensor("starts", TensorProto.INT64, [1], [0]),
+             helper.make_tensor("ends", TensorProto.INT64, [1], [512]),
+             helper.make_tensor("axes", TensorProto.INT64, [1], [1])])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+        model.ir_version = 8
+        return model.SerializeToString()
+
+    def pth_bytes() -> bytes:
+        import torch
+
+        buffer = io.BytesIO()
+        torch.save({"0.conv_block.0.weight": torch.zeros(2, 1, 3, 3)}, buffer)
+        return buffer.getvalue()
+
     lms_text = "".join(f"{100 + i} {200 + i}\n" for i in range(110)).encode()
     return {
         "session": [b'audio = "a.wav"\n[[lanes]]\nname = "x"\nencoder = "e.onnx"\ngenerator = "g.pth"\nscale = 2.0\n'
@@ -144,6 +184,8 @@ def seeds() -> dict[str, list[bytes]]:
                   b"\x00" + npy(np.zeros((2, 3, 8, 8), np.float32)), b"\x00" + npy(np.zeros((2, 4, 4, 3), np.uint8))],
         "frames": [b"\x10" + b"0:5", b"\xff" + b"-5:", b"\x03" + b":"],
         "audio": [wav(4000, 16000), wav(1000, 8000)],
+        "onnx": [onnx_bytes()],
+        "pth": [pth_bytes()],
         "image_header": [b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x01\x00\x00\x00\x01\x00" + bytes(16),
                          b"\xff\xd8\xff\xc0\x00\x11\x08\x01\x00\x01\x00" + bytes(16)],
     }
