@@ -23,9 +23,9 @@ from PySide6.QtWidgets import (QApplication, QCheckBox, QComboBox, QDoubleSpinBo
 
 from backends.registry import MODELS
 from core.errors import InputError
-from pipeline.lane import RenderedFrame
+from pipeline.lane import FailedLane, RenderedFrame
 from pipeline.metrics import scale_problem
-from pipeline.session import LaneSpec
+from pipeline.session import LaneSpec, Session
 from ui.compare_view import CompareView
 from ui.export_actions import install_export_actions
 from ui.help import HelpMixin
