@@ -24,19 +24,20 @@ from core.filekinds import file_kind
 from core.interfaces import Encoder, Generator
 
 # Core ML: mode is "auto" (native on macOS, emulated elsewhere), "native" or "emulated"; precision is "as_stored",
-# "fp32" or "fp16". PyTorch generators: size and width override what the checkpoint's shapes imply.
+# "fp32" or "fp16". PyTorch generators: size and width override what the checkpoint's shapes imply; PyTorch lanes: device
+# "auto" (default: cuda, then mps, then cpu, whichever is present), "cuda", "mps" or "cpu", shown in the provenance.
 KNOWN_OPTIONS = ("provider", "input_name", "output_name", "image_input", "audio_input", "threads", "compute_unit",
-                 "mode", "precision", "size", "width")
+                 "mode", "precision", "size", "width", "device")
 
 ENCODER_OPTIONS = {
     "onnx": ("provider", "input_name", "output_name", "threads"),
     "coreml": ("compute_unit", "input_name", "output_name", "mode", "precision", "threads"),
-    "torch": ("threads",),
+    "torch": ("threads", "device"),
 }
 GENERATOR_OPTIONS = {
     "onnx": ("provider", "image_input", "audio_input", "output_name", "threads"),
     "coreml": ("compute_unit", "image_input", "audio_input", "output_name", "mode", "precision", "threads"),
-    "torch": ("threads", "size", "width"),
+    "torch": ("threads", "size", "width", "device"),
 }
 LAZY_BACKENDS = {
     "coreml": ("backends.coreml_backend", "Core ML", "CoreMLEncoder", "CoreMLGenerator"),

@@ -89,3 +89,27 @@ def test_the_render_path_draws_what_the_plain_composition_draws() -> None:
             assert np.array_equal(rendered.image, expected), (i, scale)
             crop = (np.clip(np.nan_to_num(out[0], nan=0.0), 0.0, 1.0) * 255.0).astype(np.uint8).transpose(1, 2, 0)
             assert np.array_equal(rendered.crop, crop) and rendered.crop.flags["C_CONTIGUOUS"]
+
+
+def test_torch_lanes_take_a_device_and_show_it(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    from backends.torch_backend import available_devices, resolve_device
+    from backends.torch_models import UNetGenerator
+    from core.errors import InputError
+
+    path = tmp_path / "generator.pth"
+    torch.save(UNetGenerator(size=160, width=0.125).state_dict(), path)
+    best = available_devices()[0]
+    assert resolve_device("auto") == best and resolve_device(None) == best
+    generator = MODELS.open_generator(path, {"device": "cpu"})
+    assert generator.provenance.provider == "cpu" and generator.provenance.details["device requested"] == "cpu"
+    auto = MODELS.open_generator(path, {})
+    assert auto.provenance.provider.startswith(best) and auto.provenance.details["device requested"] == "auto"
+    image = np.random.default_rng(0).random((5, 6, 160, 160), dtype=np.float32)
+    audio = np.random.default_rng(1).random((5, 32, 16, 16), dtype=np.float32)
+    assert generator.generate(image, audio).shape == (5, 3, 160, 160)
+    with pytest.raises(InputError, match="expected one of auto, cuda, mps, cpu"):
+        resolve_device("tpu")
+    if "cuda" not in available_devices():
+        with pytest.raises(InputError, match="not available"):
+            MODELS.open_generator(path, {"device": "cuda"})
