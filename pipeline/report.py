@@ -216,19 +216,21 @@ def _compare_stage(
     stage: str, lane: Lane, reference: Lane, a: np.ndarray, b: np.ndarray, frames: list[int] | None,
     tolerances: gate.Tolerances | None = None,
 ) -> StageComparison:
-    if stage == "mel" and a.shape != b.shape and a.ndim == b.ndim == 2 and a.shape[1] == b.shape[1]:
-        # Mels of different length (an STFT without centring has 4 fewer frames): compare them aligned, so the
-        # figures say how far apart they are instead of giving up; the diagnosis names the cause.
+    if stage in ("mel", "features") and a.shape != b.shape and a.ndim == b.ndim == 2 and a.shape[1] == b.shape[1]:
+        # Mels of different length (an STFT without centring has 4 fewer frames), and the features that follow from
+        # them: compare them aligned, so the figures say how far apart they are instead of giving up; the diagnosis
+        # names the cause.
         offset, _ = divergence._aligned(a, b)
         lo, hi = max(0, -offset), min(a.shape[0], b.shape[0] - offset)
         comparison = _compare_stage(stage, lane, reference, a[lo:hi], b[lo + offset:hi + offset], frames, tolerances)
         comparison.passed = False
         comparison.kind = KIND_DIVERGES
-        comparison.verdict = (f"{a.shape[0]} mel frames against {b.shape[0]}; aligned at offset {offset:+d}: "
+        unit = STAGE_ROW_UNIT[stage]
+        comparison.verdict = (f"{a.shape[0]} {unit}s against {b.shape[0]}; aligned at offset {offset:+d}: "
                               f"{comparison.verdict}")
         if comparison.gate is not None:
             comparison.gate["passed"] = False
-            comparison.gate["failures"].insert(0, f"{a.shape[0]} mel frames against {b.shape[0]}")
+            comparison.gate["failures"].insert(0, f"{a.shape[0]} {unit}s against {b.shape[0]}")
         return comparison
     if a.shape != b.shape:
         raise InputError(f"{stage}: lane {lane.name!r} has shape {list(a.shape)}, reference has {list(b.shape)}")
