@@ -129,6 +129,7 @@ class TimeLimitExceeded(InputError):
 _expired = threading.Event()
 _expired_message = ""
 _cancel_hooks: dict[int, Callable[[], None]] = {}
+_hook_threads: dict[int, int] = {}  # hook key -> the thread that registered it (cancel_runs_on)
 _hooks_lock = threading.Lock()
 
 
@@ -167,12 +168,30 @@ def cancellable(cancel: Callable[[], None]) -> Iterator[None]:
     key = id(cancel)
     with _hooks_lock:
         _cancel_hooks[key] = cancel
+        _hook_threads[key] = threading.get_ident()
     try:
         yield
     finally:
         with _hooks_lock:
             _cancel_hooks.pop(key, None)
+            _hook_threads.pop(key, None)
         check_time()
+
+
+def cancel_runs_on(thread_ident: int | None) -> int:
+    """Stop the runs in progress on one thread now (the window's Stop on a lane whose model never returns): their
+    cancel hooks are called, and nothing is made to expire. Returns how many runs were asked to stop."""
+    if thread_ident is None:
+        return 0
+    with _hooks_lock:
+        hooks = [_cancel_hooks[key] for key, ident in _hook_threads.items()
+                 if ident == thread_ident and key in _cancel_hooks]
+    for hook in hooks:
+        try:
+            hook()
+        except Exception:  # noqa: BLE001 - as in expire(): one failing hook must not keep the others from running
+            pass
+    return len(hooks)
 
 
 def terminate_hook(run_options: Any) -> Callable[[], None]:

@@ -150,7 +150,8 @@ class RenderWorker:
         self._serve_count = 0
         self._failed_frames: set[tuple[int, float, int]] = set()  # (lane id, scale, frame) that raised
         self._drawn: set[int] = set()  # lanes that drew at least one frame
-        self._frame_errors: dict[int, int] = {}  # lane id -> frames failed in a row before its first drawn one
+        self._frame_errors: dict[int, list[tuple[str, str]]] = {}  # lane id -> (message, details) of the frames
+        # that failed before it drew any: a lane that cannot run is failed with the first of them
         self._gone: set[int] = set()  # lanes forgotten: a frame of theirs still in flight is not cached
         self._stopped_lanes: dict[int, float] = {}  # lane id -> when Stop was asked (monotonic s)
         self._busy: Busy | None = None
@@ -310,16 +311,20 @@ class RenderWorker:
             self._deliver(FrameReady(job.lane_id, job.scale, index, result, generation))
             return
         kind = "" if isinstance(error, InputError) else f"{type(error).__name__}: "
+        message = f"{kind}{error}"
         if index is not None:
-            errors = self._frame_errors[job.lane_id] = self._frame_errors.get(job.lane_id, 0) + 1
-            if job.lane_id in self._drawn or errors < FAILED_FRAMES_BEFORE_LANE_FAILS:
+            errors = self._frame_errors.setdefault(job.lane_id, [])
+            if job.lane_id not in self._drawn:
+                errors.append((message, details))
+            if job.lane_id in self._drawn or len(errors) < FAILED_FRAMES_BEFORE_LANE_FAILS:
                 # One frame's fault (a backend that raises on some inputs): mark it, go on with the others.
                 self._failed_frames.add((job.lane_id, job.scale, index))
                 self._last_served[job.lane_id] = self._serve_count
                 self._serve_count += 1
                 log.warning("lane %s frame %s failed: %s", job.lane_id, index, error)
-                self._deliver(FrameFailed(job.lane_id, job.scale, index, f"{kind}{error}", details))
+                self._deliver(FrameFailed(job.lane_id, job.scale, index, message, details))
                 return
+            message, details = errors[0]  # every frame it tried failed: the model cannot run; say why, first cause
         self._failed.add(job.lane_id)
-        log.warning("lane %s failed: %s", job.lane_id, error)
-        self._deliver(LaneFailed(job.lane_id, f"{kind}{error}", details))
+        log.warning("lane %s failed: %s", job.lane_id, message)
+        self._deliver(LaneFailed(job.lane_id, message, details))

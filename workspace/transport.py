@@ -21,7 +21,7 @@ from workspace.clock import FPS, FallbackWatcher, PlaybackClock, frame_at, open_
 from workspace.events import Event
 from workspace.frame_cache import FrameCache
 from workspace.model import Workspace
-from workspace.render_worker import FeaturesReady, FrameReady, LaneFailed, LaneJob, RenderWorker
+from workspace.render_worker import Busy, FeaturesReady, FrameFailed, FrameReady, LaneFailed, LaneJob, RenderWorker
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,7 @@ class Transport:
     - ``playing_changed(playing)``; ``loop_changed(region or None)``;
     - ``clock_changed(description, lost_reason or None)``: a new clock, or the audio device was lost;
     - ``frame_ready(FrameReady)``: a rendered frame arrived (the cache holds it);
+    - ``frame_failed(FrameFailed)``: one frame of a lane raised (the lane goes on; the window marks the frame);
     - ``prerender_progress(done, total)`` while pre-rendering; ``prerender_incomplete(done, total)`` when the
       cache cannot hold the whole clip and playback starts anyway.
     """
@@ -69,6 +70,7 @@ class Transport:
         self.loop_changed = Event("loop_changed")
         self.clock_changed = Event("clock_changed")
         self.frame_ready = Event("frame_ready")
+        self.frame_failed = Event("frame_failed")
         self.prerender_progress = Event("prerender_progress")
         self.prerender_incomplete = Event("prerender_incomplete")
         workspace.content_changed.connect(self._on_content)
@@ -171,6 +173,7 @@ class Transport:
     # -- the display tick -------------------------------------------------------------------------------------
     def tick(self) -> None:
         """Turn the clock into the frame to show; called by the window's timer (or a test) about every 10 ms."""
+        self.worker.release_stopped()  # a stopped lane whose call never ends: the other lanes get a fresh thread
         if self.watcher is not None:
             lost = self.watcher.check()
             if lost:
@@ -212,6 +215,9 @@ class Transport:
             self.workspace.set_features(result.lane_id, result.raw_features)
         elif isinstance(result, LaneFailed):
             self.workspace.set_failed(result.lane_id, result.message, result.details)
+        elif isinstance(result, FrameFailed):
+            self.workspace.set_frame_failed(result.lane_id, result.scale, result.index, result.message)
+            self.frame_failed.emit(result)
 
     def process_results(self) -> int:
         """Apply the results queued since the last call (only without ``deliver``); returns how many."""
@@ -237,6 +243,16 @@ class Transport:
     def all_rendered(self) -> bool:
         rows = [row for row, state in zip(self.rendered_rows(), self.workspace.lanes) if state.renders_frames]
         return all(row.all() for row in rows)
+
+    # -- a lane whose model does not return ------------------------------------------------------------------------
+    def busy_lane(self) -> Busy | None:
+        """The lane call the render worker is inside now, with when it began (the window offers Stop on it)."""
+        return self.worker.busy()
+
+    def stop_lane(self, lane_id: int) -> bool:
+        """Stop a lane (its model never returns): the call is asked to end, the lane is failed with a "stopped"
+        message when it does, and the other lanes go on. Returns True when the lane was running."""
+        return self.worker.stop_lane(lane_id)
 
     # -- shutdown ---------------------------------------------------------------------------------------------
     def shutdown(self) -> None:

@@ -1,0 +1,328 @@
+"""Faults during use (issue 13): a backend that raises or returns NaN for some frames, a model file that changes on
+disk, a model that never returns, a disk that fills during an export, quitting while work is in flight.
+
+Qt-free where the behaviour is the model's (workspace/: Workspace, Transport, RenderWorker), the real window through
+pytest-qt where it is the window's. Waits are generous polls for a worker thread, never timing assertions.
+(The audio device disappearing mid-play is tests/test_audio_clock.py: a FallbackWatcher unit test and a real JACK
+server killed during playback.)
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from backends.registry import MODELS
+from core.errors import InputError
+from tests.builders.avatar import make_dataset
+from tests.builders.fake_lanes import FakeLane, FakeRenderedFrame
+from tests.builders.onnx_models import make_encoder, make_generator
+from workspace.clock import WallClock
+from workspace.model import Workspace, frame_count_for
+from workspace.render_worker import FrameFailed
+from workspace.transport import Transport
+
+WAIT_S = 120.0  # generous: two shared cores; a bound on waiting, not on speed
+WORKER_THREADS = ("render-worker", "video-export")
+
+
+def wait_for(condition, timeout: float = WAIT_S, poll=None) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if poll is not None:
+            poll()
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.01)
+
+
+class MovedTime:
+    """A clock time the test moves: playback never depends on how fast the machine is."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def clock_factory(self, samples):
+        return WallClock(len(samples) / 16000, "test clock", now=self), None
+
+
+def headless(lanes, seconds: float = 2.0, models=None) -> tuple[Workspace, Transport]:
+    workspace = Workspace(models=models)
+    transport = Transport(workspace, clock_factory=MovedTime().clock_factory)
+    if lanes is not None:
+        workspace.set_content(np.zeros(int(16000 * seconds), np.float32), lanes)
+    return workspace, transport
+
+
+def settle(transport: Transport, condition) -> None:
+    """Apply worker results on this thread (as the window does) until ``condition`` holds."""
+    wait_for(condition, poll=transport.process_results)
+    transport.process_results()
+
+
+def worker_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.is_alive() and t.name in WORKER_THREADS]
+
+
+def child_processes() -> list[int]:
+    """Processes whose parent is this one (Linux /proc; empty elsewhere)."""
+    children = []
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else ():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[-1].split()
+        if len(fields) > 1 and int(fields[1]) == os.getpid() and fields[0] != "Z":
+            children.append(int(entry.name))
+    return children
+
+
+# --- lanes that misbehave on some frames ---------------------------------------------------------------------------
+
+class FlakyLane(FakeLane):
+    """Draws most frames; raises on ``raising`` frames and returns NaN pixels (counted) on ``nan`` frames."""
+
+    def __init__(self, name: str, num_frames: int, raising=(), nan=(), **kwargs) -> None:
+        super().__init__(name, num_frames, **kwargs)
+        self.raising, self.nan = set(raising), set(nan)
+
+    def frame(self, index: int, scale: float):
+        drawn = super().frame(index, scale)
+        if index in self.raising:
+            raise RuntimeError(f"backend error on frame {index}")
+        if index in self.nan:
+            return NanFrame(drawn.image, drawn.crop, drawn.template_index, non_finite=3 * 160 * 160)
+        return drawn
+
+
+class NanFrame(FakeRenderedFrame):
+    def __init__(self, image, crop, template_index, non_finite: int) -> None:
+        super().__init__(image, crop, template_index)
+        self.non_finite = non_finite
+
+
+def test_a_lane_that_raises_on_some_frames_marks_them_and_every_lane_goes_on() -> None:
+    frames = frame_count_for(np.zeros(32000, np.float32))
+    good, flaky = FakeLane("good", frames), FlakyLane("flaky", frames, raising={3, 5})
+    workspace, transport = headless([good, flaky])
+    failed: list[FrameFailed] = []
+    transport.frame_failed.connect(failed.append)
+    try:
+        good_id, flaky_id = (state.lane_id for state in workspace.lanes)
+        settle(transport, lambda: transport.worker.idle and transport.process_results() == 0)
+        flaky_state = workspace.lane(flaky_id)
+        assert flaky_state.failure is None  # one frame's fault does not fail the lane
+        assert sorted(flaky_state.failed_frames) == [(1.0, 3), (1.0, 5)]
+        assert "backend error on frame 3" in flaky_state.failed_frames[(1.0, 3)]
+        assert sorted((f.lane_id, f.index) for f in failed) == [(flaky_id, 3), (flaky_id, 5)]
+        rows = transport.rendered_rows()
+        assert rows[0][:10].all()  # the other lane drew every frame of the paused look-ahead
+        assert list(np.flatnonzero(rows[1][:10])) == [0, 1, 2, 4, 6, 7, 8, 9]  # and so did this one, but 3 and 5
+        # A failed frame is not retried at that scale (it would raise again on every redraw) ...
+        calls = sum(1 for call in flaky.calls if call[0] == "frame" and call[1] == 3)
+        transport.seek(2)
+        settle(transport, lambda: transport.worker.idle and transport.process_results() == 0)
+        assert sum(1 for call in flaky.calls if call[0] == "frame" and call[1] == 3) == calls
+        # ... and the lane goes on past it.
+        assert transport.rendered_rows()[1][10:12].all()
+    finally:
+        transport.shutdown()
+
+
+def test_a_model_that_fails_on_every_frame_fails_its_lane_with_the_first_reason() -> None:
+    frames = frame_count_for(np.zeros(32000, np.float32))
+    broken = FlakyLane("broken", frames, raising=set(range(frames)))
+    workspace, transport = headless([FakeLane("good", frames), broken])
+    try:
+        settle(transport, lambda: workspace.lanes[1].failure is not None)
+        assert "backend error on frame 0" in workspace.lanes[1].failure
+        settle(transport, lambda: transport.worker.idle)
+        assert transport.rendered_rows()[0][:10].all()
+    finally:
+        transport.shutdown()
+
+
+def test_nan_frames_reach_the_owner_with_their_count_and_the_lane_goes_on() -> None:
+    frames = frame_count_for(np.zeros(32000, np.float32))
+    workspace, transport = headless([FakeLane("good", frames), FlakyLane("nan", frames, nan={2, 4})])
+    counts: dict[int, int] = {}
+
+    def count(result) -> None:
+        if result.lane_id == workspace.lanes[1].lane_id:
+            counts[result.index] = getattr(result.frame, "non_finite", 0)
+
+    transport.frame_ready.connect(count)
+    try:
+        settle(transport, lambda: transport.worker.idle and len(counts) >= 10)
+        assert {i for i, n in counts.items() if n} == {2, 4}
+        assert workspace.lanes[1].failure is None and transport.rendered_rows()[1][:10].all()
+    finally:
+        transport.shutdown()
+
+
+# --- a real session of tiny ONNX models (no espeak needed) ---------------------------------------------------------
+
+def write_session(folder: Path, port_encoder: str = "port.onnx", seconds: float = 2.0) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    t = np.arange(int(16000 * seconds)) / 16000
+    soundfile.write(folder / "speech.wav", (0.3 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 3 * t)))
+                    .astype(np.float32), 16000)
+    make_dataset(folder / "avatar", frames=6, size=(320, 240), image_format="png")
+    make_encoder(folder / "reference.onnx", seed=3)
+    if port_encoder == "port.onnx":
+        make_encoder(folder / "port.onnx", seed=3)
+    make_generator(folder / "generator.onnx", size=160, seed=4)
+    path = folder / "session.toml"
+    path.write_text('audio = "speech.wav"\navatar = "avatar"\n'
+                    '[[lanes]]\nname = "reference"\nencoder = "reference.onnx"\ngenerator = "generator.onnx"\n'
+                    f'[[lanes]]\nname = "port"\nencoder = "{port_encoder}"\ngenerator = "generator.onnx"\n',
+                    encoding="utf-8")
+    return path
+
+
+def test_reload_models_picks_up_a_rewritten_model_and_drops_the_old_models_frames(tmp_path) -> None:
+    session = write_session(tmp_path)
+    workspace, transport = headless(None, models=MODELS)
+    try:
+        workspace.open_session(session)
+        reference_id, port_id = (state.lane_id for state in workspace.lanes)
+        settle(transport, lambda: transport.worker.idle and all(row[:10].all() for row in transport.rendered_rows()))
+        before = np.array(workspace.lane(port_id).raw_features)
+        assert workspace.changed_lanes() == [] and workspace.reload_models() == []  # nothing changed: nothing done
+
+        make_encoder(tmp_path / "port.onnx", seed=3, scale=2.0)  # the port's model is rewritten on disk
+        assert [state.lane_id for state in workspace.changed_lanes()] == [port_id]
+        reloaded = workspace.reload_models()
+        assert [state.name for state in reloaded] == ["port"]
+        new_id = workspace.lanes[1].lane_id
+        assert new_id != port_id and workspace.lanes[0].lane_id == reference_id  # the other lane is untouched
+        assert transport.cache.keys_matching(port_id, 1.0) == set()  # the old model's frames are gone
+        assert transport.cache.keys_matching(reference_id, 1.0) >= set(range(10))  # the other lane's stay
+        assert not workspace.dirty  # nothing a save would write changed
+        settle(transport, lambda: workspace.lane(new_id).raw_features is not None
+               and transport.rendered_rows()[1][:10].all())
+        np.testing.assert_allclose(workspace.lane(new_id).raw_features, 2.0 * before, rtol=1e-5, atol=1e-6)
+    finally:
+        transport.shutdown()
+
+
+# --- a model that never returns ------------------------------------------------------------------------------------
+
+def make_endless_encoder(path: Path) -> Path:
+    """An encoder [1,1,80,16] -> [1,512] whose Loop runs 2**62 times: it never returns in practice."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+         helper.make_node("Add", ["state_in", "one"], ["state_out"])],
+        "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("state_in", TensorProto.FLOAT, [1, 512])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("state_out", TensorProto.FLOAT, [1, 512])],
+        [helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])],
+    )
+    graph = helper.make_graph(
+        [helper.make_node("ReduceSum", ["mel", "axes"], ["summed"], keepdims=0),
+         helper.make_node("Reshape", ["summed", "shape"], ["flat"]),
+         helper.make_node("Mul", ["flat", "zeros"], ["start"]),
+         helper.make_node("Loop", ["trips", "cond", "start"], ["out"], body=body)],
+        "endless",
+        [helper.make_tensor_value_info("mel", TensorProto.FLOAT, [1, 1, 80, 16])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 512])],
+        [helper.make_tensor("axes", TensorProto.INT64, [2], [2, 3]),
+         helper.make_tensor("shape", TensorProto.INT64, [2], [1, 1]),
+         helper.make_tensor("zeros", TensorProto.FLOAT, [1, 512], [0.0] * 512),
+         helper.make_tensor("trips", TensorProto.INT64, [], [2**62]),
+         helper.make_tensor("cond", TensorProto.BOOL, [], [True])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_stopping_a_lane_whose_onnx_loop_never_ends_lets_the_other_lanes_render(tmp_path) -> None:
+    make_endless_encoder(tmp_path / "endless.onnx")
+    session = write_session(tmp_path, port_encoder="endless.onnx")
+    workspace, transport = headless(None, models=MODELS)
+    try:
+        workspace.open_session(session)
+        reference_id, endless_id = (state.lane_id for state in workspace.lanes)
+        wait_for(lambda: (busy := transport.busy_lane()) is not None and busy.lane_id == endless_id)
+        assert transport.busy_lane().index is None  # stuck in its encoder (the features)
+        assert transport.rendered_rows()[0].sum() <= 1  # the reference waits behind it on the one render thread
+
+        assert transport.stop_lane(endless_id)  # onnxruntime's RunOptions.terminate ends the Loop
+        settle(transport, lambda: workspace.lane(endless_id).failure is not None)
+        assert workspace.lane(endless_id).failure.startswith("stopped: its model did not return")
+        settle(transport, lambda: transport.rendered_rows()[0][:10].all())  # the other lane goes on
+        assert transport.worker.abandoned_threads == []  # the call ended: no thread was left behind
+        assert workspace.lane(reference_id).failure is None
+    finally:
+        transport.shutdown()
+    assert worker_threads() == []
+
+
+def test_a_call_that_cannot_be_interrupted_is_left_behind_and_a_fresh_thread_renders_the_others(
+        monkeypatch) -> None:
+    import workspace.render_worker as render_worker
+
+    release = threading.Event()
+    entered = threading.Event()
+
+    class Hung(FakeLane):  # a runtime without a cancel hook (Python code, a native call that ignores terminate)
+        def raw_features(self):
+            entered.set()
+            release.wait(WAIT_S)
+            return super().raw_features()
+
+    frames = frame_count_for(np.zeros(32000, np.float32))
+    workspace, transport = headless([Hung("hung", frames), FakeLane("good", frames)])
+    hung_id, good_id = (state.lane_id for state in workspace.lanes)
+    monkeypatch.setattr(render_worker, "STOP_GRACE_S", 0.0)
+    try:
+        wait_for(entered.is_set)
+        assert transport.stop_lane(hung_id)  # it is running; nothing can end this call
+
+        def ticked() -> bool:  # the window's display tick retires a thread stuck after Stop
+            transport.tick()
+            return workspace.lane(hung_id).failure is not None
+
+        settle(transport, ticked)
+        assert "could not be interrupted" in workspace.lane(hung_id).failure
+        assert len(transport.worker.abandoned_threads) == 1
+        settle(transport, lambda: transport.rendered_rows()[1][:10].all())  # a fresh thread drew the other lane
+        assert transport.cache.keys_matching(hung_id, 1.0) == set()
+    finally:
+        release.set()  # the retired thread returns, sees it was retired, and ends without touching anything
+        for thread in transport.worker.abandoned_threads:
+            thread.join(WAIT_S)
+        transport.shutdown()
+    assert worker_threads() == []
+    assert workspace.lane(hung_id).raw_features is None  # its late result belonged to no one
+
+
+def test_shutting_down_during_an_endless_model_ends_the_render_thread(tmp_path) -> None:
+    make_endless_encoder(tmp_path / "endless.onnx")
+    workspace, transport = headless(None, models=MODELS)
+    workspace.open_session(write_session(tmp_path, port_encoder="endless.onnx"))
+    endless_id = workspace.lanes[1].lane_id
+    wait_for(lambda: (busy := transport.busy_lane()) is not None and busy.lane_id == endless_id)
+    transport.shutdown()  # cancels the call in progress, then joins the thread
+    assert worker_threads() == []
