@@ -62,12 +62,14 @@ class LaneView(QFrame):
     replaceEncoderRequested = Signal()
     replaceGeneratorRequested = Signal()
     makeReferenceRequested = Signal()
+    stopRequested = Signal()  # stop this lane: its model has not returned (shown after STUCK_AFTER_S)
 
     def __init__(self, name: str, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setFrameShape(QFrame.Shape.StyledPanel)
         self.setObjectName("laneView")
         self.name = name
+        self._is_reference = False
         self.shown_index: int | None = None  # frame index of the picture on screen
         self.is_late = False
 
@@ -91,6 +93,8 @@ class LaneView(QFrame):
         menu.addAction("Replace encoder…", self.replaceEncoderRequested.emit)
         menu.addAction("Replace generator…", self.replaceGeneratorRequested.emit)
         menu.addAction("Use as reference", self.makeReferenceRequested.emit)
+        self.stop_action = menu.addAction("Stop this lane", self.stopRequested.emit)
+        self.stop_action.setToolTip("Stop this lane's model (one that never returns); the other lanes go on")
         menu.addSeparator()
         menu.addAction("Remove lane", self.removeRequested.emit)
         self.menu_button.setMenu(menu)
@@ -117,10 +121,22 @@ class LaneView(QFrame):
         self.feature_peak: float | None = None  # largest finite |feature|: what the scale check needs
         self._feature_frames = np.zeros(0, dtype=bool)  # frames whose audio input holds a NaN/Inf feature
         self._pixel_counts: dict[int, int] = {}  # frame -> NaN/Inf values in its generator output, this scale
+        self._failed_frames: dict[int, str] = {}  # frame -> why its backend raised, this scale
+        # A model that has not returned for a while (an ONNX Loop without an end): say so, and offer Stop.
+        self.busy_marker = QLabel("")
+        self.busy_marker.setStyleSheet("color: #f29900; font-weight: bold;")
+        self.busy_marker.setVisible(False)
+        self.stop_button = QToolButton()
+        self.stop_button.setText("■ Stop")
+        self.stop_button.setToolTip("Stop this lane: its model has not returned. The other lanes go on.")
+        self.stop_button.clicked.connect(self.stopRequested.emit)
+        self.stop_button.setVisible(False)
         status_row = QHBoxLayout()
         status_row.addWidget(self.status, 1)
         status_row.addWidget(self.non_finite_marker)
         status_row.addWidget(self.late_marker)
+        status_row.addWidget(self.busy_marker)
+        status_row.addWidget(self.stop_button)
 
         self.error = QLabel("")
         self.error.setWordWrap(True)
@@ -160,7 +176,7 @@ class LaneView(QFrame):
 
     def set_title_scale(self, scale: float) -> None:
         """The title carries the scale so a screenshot always says how a lane was scaled."""
-        tagged = getattr(self, "_is_reference", False) and "reference" not in self.name.lower()
+        tagged = self._is_reference and "reference" not in self.name.lower()
         tag = "  <span style='color:#8ab4f8'>reference</span>" if tagged else ""
         scale_text = "" if scale == 1.0 else f"  <span style='color:#fdd663'>× {scale:.4g}</span>"
         self.title.setText(f"<b>{_escape(self.name)}</b>{scale_text}{tag}")
@@ -197,14 +213,36 @@ class LaneView(QFrame):
     def clear_frames(self) -> None:
         """The scale changed: frames rendered before say nothing about the new ones."""
         self._pixel_counts.clear()
+        self._failed_frames.clear()
         self._show_non_finite()
+
+    def note_failed_frame(self, index: int, message: str) -> None:
+        """The backend raised on this frame (the lane goes on with its others): marked like a NaN frame."""
+        self._failed_frames[int(index)] = message
+        self._show_non_finite()
+
+    def failed_frame(self, index: int) -> str | None:
+        """Why this frame could not be drawn at the lane's current scale, or None."""
+        return self._failed_frames.get(int(index))
+
+    def show_failed_frame(self, index: int) -> None:
+        """The playhead is on a frame that failed: say so instead of waiting for it (no late marker)."""
+        self.set_late(False)
+        self.status.setText(f"frame {index} failed: {self._failed_frames.get(int(index), '')}")
+
+    def set_busy(self, seconds: float | None) -> None:
+        """The lane's model has been running for ``seconds`` without returning (None: it is not stuck)."""
+        stuck = seconds is not None
+        self.busy_marker.setText(f"⏳ no answer for {seconds:.0f} s" if stuck else "")
+        self.busy_marker.setVisible(stuck)
+        self.stop_button.setVisible(stuck)
 
     def non_finite_frames(self, num_frames: int) -> np.ndarray:
         """[num_frames] bool: frames fed a NaN/Inf feature or whose generator output held NaN/Inf (timeline row)."""
         row = np.zeros(num_frames, dtype=bool)
         count = min(num_frames, self._feature_frames.size)
         row[:count] = self._feature_frames[:count]
-        for index in self._pixel_counts:
+        for index in list(self._pixel_counts) + list(self._failed_frames):
             if 0 <= index < num_frames:
                 row[index] = True
         return row
@@ -224,6 +262,9 @@ class LaneView(QFrame):
             first = min(self._pixel_counts)
             parts.append(f"{self.non_finite_pixels} NaN/Inf pixels in {len(self._pixel_counts)} frames "
                          f"(first {first})")
+        if self._failed_frames:
+            first = min(self._failed_frames)
+            parts.append(f"{len(self._failed_frames)} frames failed (first {first}: {self._failed_frames[first]})")
         self.non_finite_marker.setText("⚠ " + " · ".join(parts) if parts else "")
         self.non_finite_marker.setToolTip(
             "This lane produced NaN or Inf values. NaN pixels are drawn black; the timeline marks the frames in red. "
@@ -237,8 +278,9 @@ class LaneView(QFrame):
     def show_error(self, message: str) -> None:
         self.error.setText(f"<b>This lane cannot render</b><br><br>{_escape(message)}")
         self.stack.setCurrentWidget(self.error)
-        self.status.setText("failed")
+        self.status.setText("stopped" if message.startswith("stopped") else "failed")
         self.set_late(False)
+        self.set_busy(None)
         self.scale_control.setEnabled(False)
 
     @property

@@ -10,6 +10,7 @@ worker results reach this thread through a Qt signal (queued connection) and are
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -36,7 +37,7 @@ from ui.timeline import LANE_COLOURS, Timeline
 from workspace.clock import FPS, PlaybackClock
 from workspace.frame_cache import FrameCache
 from workspace.model import MAX_LANES, FitError, LaneState, RunnableLane, Workspace, frame_count_for
-from workspace.render_worker import FrameReady, RenderWorker
+from workspace.render_worker import FrameFailed, FrameReady, RenderWorker
 from workspace.transport import ClockFactory, Transport
 
 __all__ = ["MainWindow", "LaneSlot", "frame_count_for", "MAX_LANES"]
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 
 TICK_MS = 10  # the display timer: fine enough that a 40 ms frame is never shown late by more than a tick
 TIMELINE_REFRESH_TICKS = 25
+STUCK_AFTER_S = 10.0  # a lane call running this long is offered a Stop (slow machines take seconds per frame)
 SHARED_Y_SETTING = "plots/sharedY"
 PRERENDER_FORMAT = "pre-rendering %p%"
 
@@ -267,6 +269,10 @@ class MainWindow(HelpMixin, SessionFilesMixin, QMainWindow):
         menu.addAction(self._action("Open &audio…", self.choose_audio))
         menu.addAction(self._action("Open a&vatar folder…", self.choose_avatar))
         self.recent_menu = menu.addMenu("Recent sessions")
+        self.reload_action = self._action("&Reload models", self.reload_models, "Ctrl+R",
+                                          "Reopen the lanes whose model files changed on disk (and lanes that failed "
+                                          "or were stopped); frames drawn by the old models are dropped")
+        menu.addAction(self.reload_action)
         menu.addSeparator()
         menu.addAction(self._action("&Save session", self.save_current_session, QKeySequence.StandardKey.Save))
         menu.addAction(self._action("Save session &as…", self.choose_save_path, "Ctrl+Shift+S"))
@@ -361,6 +367,7 @@ class MainWindow(HelpMixin, SessionFilesMixin, QMainWindow):
         self.transport.loop_changed.connect(self._on_loop_changed)
         self.transport.clock_changed.connect(self._on_clock_changed)
         self.transport.frame_ready.connect(self._on_frame_ready)
+        self.transport.frame_failed.connect(self._on_frame_failed)
         self.transport.prerender_progress.connect(self._on_prerender_progress)
         self.transport.prerender_incomplete.connect(self._on_prerender_incomplete)
 
@@ -421,7 +428,7 @@ class MainWindow(HelpMixin, SessionFilesMixin, QMainWindow):
         self._shown_reference = None
         self.timeline.set_audio(self.workspace.samples, self.num_frames)
         session = self.workspace.session
-        title = getattr(session, "title", None) or (session.path.name if session is not None and session.path else "")
+        title = "" if session is None else session.title or (session.path.name if session.path else "")
         self.setWindowTitle(f"lipsync-compare — {title}[*]" if title else "lipsync-compare[*]")
         self.setWindowModified(self.workspace.dirty)
         self._on_lanes_changed()
@@ -444,6 +451,7 @@ class MainWindow(HelpMixin, SessionFilesMixin, QMainWindow):
         view.replaceEncoderRequested.connect(lambda: self.choose_replacement(lane_id, "encoder"))
         view.replaceGeneratorRequested.connect(lambda: self.choose_replacement(lane_id, "generator"))
         view.makeReferenceRequested.connect(lambda: self.set_reference(lane_id))
+        view.stopRequested.connect(lambda: self.stop_lane(lane_id))
         self.views[lane_id] = view
         return view
 
@@ -521,6 +529,34 @@ class MainWindow(HelpMixin, SessionFilesMixin, QMainWindow):
     def replace_lane_source(self, lane_id: int, role: str, path: str | Path) -> LaneSlot:
         """Swap a lane's encoder or generator file; a model that will not load shows its reason in the lane."""
         return self.slot(self.workspace.replace_lane_source(lane_id, role, path).lane_id)
+
+    def reload_models(self) -> list[str]:
+        """File ▸ Reload models (Ctrl+R): reopen the lanes whose model files changed on disk, and lanes that failed
+        or were stopped; frames drawn by the old models leave the cache. Returns the reloaded lanes' names."""
+        QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
+        try:
+            reloaded = self.workspace.reload_models()
+        finally:
+            QApplication.restoreOverrideCursor()
+        names = [state.name for state in reloaded]
+        self.statusBar().showMessage(
+            f"Reloaded {len(names)} lane{'s' if len(names) != 1 else ''}: {', '.join(names)}" if names else
+            "No model file changed since the lanes were opened, and no lane failed: nothing to reload", 10000)
+        return names
+
+    def stop_lane(self, lane_id: int) -> None:
+        """Stop a lane whose model does not return: the lane says it was stopped, the other lanes go on."""
+        name = self.workspace.lane(lane_id).name
+        running = self.transport.stop_lane(lane_id)
+        self.statusBar().showMessage(f"Stopping {name}…" if running else f"{name} stopped", 10000)
+
+    def _show_busy(self) -> None:
+        """Offer Stop on the lane whose model call has run longer than STUCK_AFTER_S."""
+        busy = self.transport.busy_lane()
+        elapsed = time.monotonic() - busy.since if busy is not None else 0.0
+        for lane_id, view in self.views.items():
+            stuck = busy is not None and busy.lane_id == lane_id and elapsed >= STUCK_AFTER_S
+            view.set_busy(elapsed if stuck else None)
 
     def set_lane_scale(self, lane_id: int, scale: float) -> None:
         """Apply a lane's scale: plots at once, the current frame rendered first."""
@@ -648,6 +684,7 @@ class MainWindow(HelpMixin, SessionFilesMixin, QMainWindow):
         if self._timeline_dirty and self._tick_count % TIMELINE_REFRESH_TICKS == 0:
             self._refresh_timeline()
         if self._tick_count % TIMELINE_REFRESH_TICKS == 0:
+            self._show_busy()
             self.render_label.setText(f"rendered {self.worker.frames_rendered} frames · cache "
                                       f"{self.cache.bytes_used / 2**20:.0f} MiB")
 
@@ -670,6 +707,8 @@ class MainWindow(HelpMixin, SessionFilesMixin, QMainWindow):
             if rendered is not None:
                 if force or slot.view.shown_index != frame or slot.view.is_late:
                     self._display(slot, rendered, frame, late=False)
+            elif slot.view.failed_frame(frame) is not None:
+                slot.view.show_failed_frame(frame)  # it will not come: say why instead of "late"
             elif slot.view.shown_index is not None:
                 slot.view.set_late(True)
         self._refresh_compare()
@@ -700,6 +739,16 @@ class MainWindow(HelpMixin, SessionFilesMixin, QMainWindow):
             # Rendering is behind the playhead: a frame that arrives too late still beats an older picture,
             # so the lane moves (marked late) instead of freezing on the last frame that arrived in time.
             self._display(slot, result.frame, result.index, late=True)
+
+    def _on_frame_failed(self, result: FrameFailed) -> None:
+        """One frame of a lane raised; the lane goes on. Marked in the lane and on the timeline like a NaN frame."""
+        slot = next((s for s in self.slots if s.lane_id == result.lane_id), None)
+        if slot is None or result.scale != slot.scale:
+            return
+        slot.view.note_failed_frame(result.index, result.message)
+        self._timeline_dirty = True
+        if result.index == self.current_frame:
+            slot.view.show_failed_frame(result.index)
 
     def _newer_than_shown(self, slot: LaneSlot, index: int) -> bool:
         """A frame behind the playhead, but closer to it than the lane's picture (or the picture is ahead of the

@@ -7,24 +7,18 @@ Plots take the lane's *scaled* features, so moving a scale slider moves its band
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QComboBox, QGridLayout, QLabel, QVBoxLayout, QWidget
+
+from pipeline.metrics import RowRanges, compare, histogram, per_row_ranges
 
 
 HISTOGRAM_BINS = 48
 FRAME_PLOTS_INTERVAL_MS = 100  # histogram and scatter follow playback at up to 10 Hz: enough to read, cheap to draw
 _INVISIBLE = (0, 0, 0, 0)  # band edges: FillBetweenItem needs drawn curves, so not pen=None
 WINDOW_HALF = 8  # the generator sees rows [i-8, i+8) of the padded features (PIPELINE.md stage 4)
-
-
-def _field(record: Any, name: str) -> np.ndarray:
-    """Reads one statistic from metrics' per-row record, whether it is a dataclass or a mapping."""
-    value = record[name] if isinstance(record, dict) else getattr(record, name)
-    return np.asarray(value, dtype=np.float64)
 
 
 @dataclass
@@ -65,7 +59,7 @@ class RangePlot(pg.PlotWidget):
         self.y_range: tuple[float, float] | None = None  # this lane's own data range (None: no features yet)
         self.shown_y_range: tuple[float, float] | None = None  # what the axis shows: own or shared range
 
-    def set_lane(self, name: str, colour: str, ranges: Any | None) -> None:
+    def set_lane(self, name: str, colour: str, ranges: RowRanges | None) -> None:
         self.title_item.setText(name)
         qcolour = pg.mkColor(colour)
         band = pg.mkColor(colour)
@@ -81,13 +75,13 @@ class RangePlot(pg.PlotWidget):
             self.y_range = None
             self.shown_y_range = None
             return
-        low, high = _field(ranges, "min"), _field(ranges, "max")
+        low, high = np.asarray(ranges.min, np.float64), np.asarray(ranges.max, np.float64)
         x = np.arange(len(low))
         self._min.setData(x, low, pen=_INVISIBLE)
         self._max.setData(x, high, pen=_INVISIBLE)
-        self._p1.setData(x, _field(ranges, "p1"), pen=_INVISIBLE)
-        self._p99.setData(x, _field(ranges, "p99"), pen=_INVISIBLE)
-        self.mean_curve.setData(x, _field(ranges, "mean"))
+        self._p1.setData(x, ranges.p1, pen=_INVISIBLE)
+        self._p99.setData(x, ranges.p99, pen=_INVISIBLE)
+        self.mean_curve.setData(x, ranges.mean)
         finite_high = high[np.isfinite(high)]
         finite_low = low[np.isfinite(low)]
         top = float(finite_high.max()) if finite_high.size else 1.0
@@ -110,7 +104,7 @@ class FeaturePlots(QWidget):
         self._reference_id: int | None = None
         self.shared_y = True
         self._frame = 0
-        self._ranges: dict[tuple[int, int], Any] = {}  # (lane id, id of its features array) -> per-row ranges
+        self._ranges: dict[tuple[int, int], RowRanges] = {}  # (lane id, id of its features array) -> per-row ranges
         self._frame_plots_timer = QTimer(self)  # coalesces frame changes during playback
         self._frame_plots_timer.setSingleShot(True)
         self._frame_plots_timer.setInterval(FRAME_PLOTS_INTERVAL_MS)
@@ -174,8 +168,6 @@ class FeaturePlots(QWidget):
     # -- inputs -----------------------------------------------------------------------------------------------
     def set_lanes(self, lanes: list[PlotLane], reference_id: int | None) -> None:
         """Called when lanes, their scales or their features change; recomputes only what changed."""
-        from pipeline.metrics import per_row_ranges
-
         self._lanes = lanes
         self._reference_id = reference_id
         while len(self.range_plots) < len(lanes):
@@ -248,27 +240,23 @@ class FeaturePlots(QWidget):
         return features[start:stop]
 
     def _update_histogram(self) -> None:
-        from pipeline.metrics import histogram
-
         ready = [lane for lane in self._lanes if lane.features is not None]
         for lane_id in list(self.histogram_curves):
             if lane_id not in {lane.lane_id for lane in ready}:
                 self.histogram.removeItem(self.histogram_curves.pop(lane_id))
         if not ready:
             return
-        edges, counts = _histogram_parts(histogram([self._window(lane.features) for lane in ready], HISTOGRAM_BINS))
-        for lane, lane_counts in zip(ready, counts):
+        shared = histogram([self._window(lane.features) for lane in ready], HISTOGRAM_BINS)
+        for lane, lane_counts in zip(ready, shared.counts):
             curve = self.histogram_curves.get(lane.lane_id)
             if curve is None:
                 curve = pg.PlotDataItem(stepMode="center", name=lane.name)
                 self.histogram.addItem(curve)
                 self.histogram_curves[lane.lane_id] = curve
             curve.setPen(pg.mkPen(lane.colour, width=1.5))
-            curve.setData(edges, lane_counts)
+            curve.setData(shared.edges, lane_counts)
 
     def _update_scatter(self) -> None:
-        from pipeline.metrics import compare
-
         lanes = {lane.lane_id: lane for lane in self._lanes}
         reference = lanes.get(self._reference_id) if self._reference_id is not None else None
         lane = lanes.get(self.scatter_lane.currentData())
@@ -293,11 +281,3 @@ class FeaturePlots(QWidget):
         self.fit_label.setToolTip("k: the least-squares factor at this frame; Fit sets the lane's scale so k "
                                   "becomes 1 over the whole clip")
 
-
-def _histogram_parts(result: Any) -> tuple[np.ndarray, list[np.ndarray]]:
-    """metrics.histogram returns shared edges and one count array per input; accept a tuple or a record."""
-    if isinstance(result, tuple):
-        edges, counts = result
-    else:
-        edges, counts = result.edges, result.counts
-    return np.asarray(edges), [np.asarray(c) for c in counts]
