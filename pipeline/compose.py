@@ -300,9 +300,9 @@ def _diff_column(frames: Sequence[FrameLike | str | None], labels: Sequence[Pane
         lines = [("difference", TITLE_SCALE, ACCENT, TITLE_THICK)]
         return lines, _message_panel(message, width, height), (_message_panel("", width, width) if options.crop else None)
     a, b = frames[ref_index], frames[other_index]
-    names = f"|{labels[ref_index].name} - {labels[other_index].name}|"
+    names = f"{labels[ref_index].name} vs {labels[other_index].name}"
     lines = [(line, TITLE_SCALE, ACCENT, TITLE_THICK)
-             for line in wrap_text(f"difference x{options.diff_gain:g}", width - 2 * MARGIN, TITLE_SCALE, TITLE_THICK, 1)]
+             for line in wrap_text(f"|difference| x{options.diff_gain:g}", width - 2 * MARGIN, TITLE_SCALE, TITLE_THICK, 1)]
     lines += [(line, SMALL_SCALE, MUTED, SMALL_THICK) for line in wrap_text(names, width - 2 * MARGIN, max_lines=2)]
     if a is None or b is None or isinstance(a, str) or isinstance(b, str):
         body = _message_panel("both lanes need a picture for a difference", width, height)

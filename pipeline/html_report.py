@@ -320,14 +320,15 @@ h1 { font-size: 24px; margin: 0 0 4px; } h2 { font-size: 19px; margin: 32px 0 10
 table { border-collapse: collapse; width: 100%; margin: 8px 0; font-size: 13px; }
 th, td { border: 1px solid #dadce0; padding: 4px 7px; text-align: left; vertical-align: top; }
 th { background: #f1f3f4; font-weight: 600; }
-table.evidence th { width: 30%; font-weight: normal; } td.num { text-align: right; font-variant-numeric: tabular-nums;
+table.evidence th { font-weight: normal; color: #5f6368; } td.num { text-align: right; font-variant-numeric: tabular-nums;
      white-space: nowrap; }
 .pass { color: #137333; font-weight: 600; } .fail { color: #c5221f; font-weight: 600; }
 .badge { display: inline-block; padding: 1px 8px; border-radius: 10px; font-size: 12px; font-weight: 600;
          background: #e8eaed; }
 .badge.pass { background: #e6f4ea; } .badge.fail { background: #fce8e6; }
 .verdict { border: 1px solid #dadce0; border-left: 5px solid #dadce0; border-radius: 4px; padding: 8px 12px;
-           margin: 10px 0; } .verdict.pass { border-left-color: #188038; } .verdict.fail { border-left-color: #d93025; }
+           margin: 10px 0; } .verdict.v-pass { border-left-color: #188038; }
+.verdict.v-fail { border-left-color: #d93025; }
 .verdict p { margin: 4px 0; font-weight: normal; color: #202124; }
 .swatch { display: inline-block; width: 11px; height: 11px; border-radius: 2px; margin-right: 6px; }
 img.plot { display: block; max-width: 100%; margin: 6px 0; border: 1px solid #e8eaed; }
@@ -389,23 +390,34 @@ def _value_text(value: Any) -> str:
     return _num(value)
 
 
-def _evidence_rows(entry: dict[str, Any], known: set[str]) -> str:
-    """Every other field of a verdict (its evidence, the per-stage status, other explanations, the mouth summary) as
-    rows, one row per figure of a dict, so kinds and figures added to the report later appear without changes here."""
-    rows = []
+def _evidence_rows(entry: dict[str, Any], known: set[str], per_row: int = 3) -> str:
+    """Every other field of a verdict (its evidence, the per-stage status, other explanations, the mouth summary),
+    figures three to a row, so kinds and figures added to the report later appear without changes here."""
+    lines: list[str] = []
+    pairs: list[tuple[str, str]] = []
     for key, value in entry.items():
         if key in known or value in (None, "", [], {}):
             continue
         label = key.replace("_", " ")
-        if isinstance(value, dict):
-            for sub, item in value.items():
-                if item in (None, "", [], {}):
-                    continue
-                rows.append(f"<tr><th>{_e(label)} · {_e(str(sub).replace('_', ' '))}</th>"
-                            f"<td>{_value_text(item)}</td></tr>")
+        if key == "stages" and isinstance(value, dict):
+            lines.append(f"<b>stages</b>: " + " → ".join(f"{_e(k)}: {_value_text(v)}" for k, v in value.items()))
+        elif isinstance(value, dict):
+            pairs.extend((str(sub).replace("_", " "), _value_text(item)) for sub, item in value.items()
+                         if item not in (None, "", [], {}))
+        elif isinstance(value, str) and len(value) > 40:
+            lines.append(f"<b>{_e(label)}</b>: {_e(value)}")
         else:
-            rows.append(f"<tr><th>{_e(label)}</th><td>{_value_text(value)}</td></tr>")
-    return f'<table class="small evidence">{"".join(rows)}</table>' if rows else ""
+            pairs.append((label, _value_text(value)))
+    out = "".join(f'<p class="small">{line}</p>' for line in lines)
+    if pairs:
+        rows = []
+        for start in range(0, len(pairs), per_row):
+            chunk = pairs[start:start + per_row]
+            cells = "".join(f"<th>{_e(k)}</th><td class=\"num\">{v}</td>" for k, v in chunk)
+            cells += "<th></th><td></td>" * (per_row - len(chunk))
+            rows.append(f"<tr>{cells}</tr>")
+        out += f'<table class="small evidence">{"".join(rows)}</table>'
+    return out
 
 
 def build_html(
@@ -489,7 +501,7 @@ def build_html(
                 f'<span class="badge {css}">{"MATCHES" if passed else "DIFFERS"} · {_e(kind)}</span>')
         if stage:
             head += f' <span class="muted small">first divergent stage: <b>{_e(stage)}</b></span>'
-        parts.append(f'<div class="verdict {css}">{head}<p>{_e(entry.get("explanation"))}</p>'
+        parts.append(f'<div class="verdict v-{css}">{head}<p>{_e(entry.get("explanation"))}</p>'
                      f"{_evidence_rows(entry, known)}</div>")
 
     # -- lanes and provenance

@@ -7,6 +7,7 @@ embedded PNGs, its screenshot must show the plots drawn, and the file must refer
 from __future__ import annotations
 
 import base64
+import json
 import re
 import shutil
 import subprocess
@@ -69,23 +70,34 @@ def parse(markup: str) -> _Page:
 
 
 @pytest.fixture(scope="module")
-def demo_page(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("html") / "report.html"
-    code = cli_run(["report", str(DEMO / "demo.toml"), "--html", str(out)])
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """The demo's report as a page and, from the same run, as JSON: what the page must show."""
+    folder = tmp_path_factory.mktemp("html")
+    out, data = folder / "report.html", folder / "report.json"
+    code = cli_run(["report", str(DEMO / "demo.toml"), "--html", str(out), "--json", str(data)])
     assert code == 3  # the demo's untrained lane does not match: the page is written all the same
-    return out
+    return out, json.loads(data.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def demo_page(demo_run: tuple[Path, dict]) -> Path:
+    return demo_run[0]
 
 
 @needs_chromium
-def test_browser_shows_lane_names_verdicts_and_embedded_pictures(demo_page: Path, tmp_path: Path) -> None:
+def test_browser_shows_lane_names_verdicts_and_embedded_pictures(demo_run: tuple[Path, dict], tmp_path: Path) -> None:
+    demo_page, data = demo_run
     result = chromium(["--dump-dom", demo_page.as_uri()], tmp_path / "profile")
     assert result.returncode == 0, result.stderr[-2000:]
     page = parse(result.stdout)
     text = " ".join(" ".join(page.text).split())
     for name in DEMO_LANES:
         assert name in text
-    assert "DIFFERS" in text and "first divergent stage: features" in text
-    assert "no scale factor can fix it" in text  # the verdict's evidence, as the report words it
+    assert data["diagnosis"]
+    for verdict in data["diagnosis"]:  # every verdict, in the report's own words, with its kind and stage
+        assert " ".join(verdict["explanation"].split()) in text
+        assert f"DIFFERS · {verdict['kind']}" in text
+        assert f"first divergent stage: {verdict['first_divergent_stage']}" in text
     assert "Mouth opening over time" in text and "Mouths at key frames" in text
     images = [attrs for tag, attrs in page.tags if tag == "img"]
     embedded = [a["src"] for a in images if a.get("src", "").startswith("data:image/png;base64,")]
