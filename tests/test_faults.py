@@ -326,3 +326,179 @@ def test_shutting_down_during_an_endless_model_ends_the_render_thread(tmp_path) 
     wait_for(lambda: (busy := transport.busy_lane()) is not None and busy.lane_id == endless_id)
     transport.shutdown()  # cancels the call in progress, then joins the thread
     assert worker_threads() == []
+
+
+# --- the window ----------------------------------------------------------------------------------------------------
+
+WAIT_MS = int(WAIT_S * 1000)
+
+
+@pytest.fixture
+def make_window(qtbot, tmp_path):
+    """A window on a clock the test moves (prefer_audio off); every window made is closed, and checked to leave no
+    worker thread behind."""
+    from PySide6.QtCore import QSettings
+
+    from ui.main_window import MainWindow
+
+    made = []
+
+    def make():
+        time_source = MovedTime()
+        window = MainWindow(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat), prefer_audio=False,
+                            clock_factory=time_source.clock_factory)
+        qtbot.addWidget(window)
+        window.show()
+        made.append(window)
+        return window
+
+    yield make
+    for window in made:
+        window.close()
+    assert worker_threads() == []
+
+
+def _slot(window, name: str):
+    return next(s for s in window.slots if s.spec.name == name)
+
+
+def test_the_window_marks_a_lanes_failed_and_nan_frames_and_the_other_lane_goes_on(qtbot, make_window) -> None:
+    window = make_window()
+    samples = np.zeros(32000, np.float32)
+    frames = frame_count_for(samples)
+    window.set_content(samples, [FakeLane("good", frames), FlakyLane("flaky", frames, raising={3}, nan={5})])
+    flaky, good = _slot(window, "flaky"), _slot(window, "good")
+    qtbot.waitUntil(lambda: flaky.view.failed_frame(3) is not None and flaky.view.non_finite_pixels > 0,
+                    timeout=WAIT_MS)
+    assert flaky.view.error_text is None  # the lane is not failed
+    marker = flaky.view.non_finite_marker.text()
+    assert "1 frames failed (first 3: RuntimeError: backend error on frame 3)" in marker
+    assert "NaN/Inf pixels in 1 frames (first 5)" in marker
+    window._refresh_timeline()
+    good_row, flaky_row = window.timeline.non_finite_rows
+    assert not good_row.any() and list(np.flatnonzero(flaky_row)) == [3, 5]  # red marks on the flaky lane's row
+
+    window.seek_frame(3)  # the good lane shows frame 3; the flaky lane says why it has none (not "late")
+    qtbot.waitUntil(lambda: good.view.shown_index == 3, timeout=WAIT_MS)
+    assert flaky.view.status.text().startswith("frame 3 failed: RuntimeError: backend error on frame 3")
+    assert not flaky.view.is_late
+    window.seek_frame(4)
+    qtbot.waitUntil(lambda: flaky.view.shown_index == 4 and good.view.shown_index == 4, timeout=WAIT_MS)
+
+
+def test_reload_models_in_the_file_menu_picks_up_a_rewritten_model(qtbot, make_window, tmp_path) -> None:
+    window = make_window()
+    assert window.open_session(write_session(tmp_path / "session"))
+    port = _slot(window, "port")
+    qtbot.waitUntil(lambda: window.cache.get((port.lane_id, 1.0, 0)) is not None and port.view.shown_index == 0,
+                    timeout=WAIT_MS)
+    old_frame = window.cache.get((port.lane_id, 1.0, 0))
+    action = next(a for a in window.file_menu.actions() if a.text().replace("&", "") == "Reload models")
+    assert action.shortcut().toString() == "Ctrl+R"
+
+    make_encoder(tmp_path / "session" / "port.onnx", seed=3, scale=2.0)  # rewritten on disk while the window is open
+    action.trigger()
+    assert window.statusBar().currentMessage() == "Reloaded 1 lane: port"
+    reloaded = _slot(window, "port")
+    assert reloaded.lane_id != port.lane_id and _slot(window, "reference").lane_id != reloaded.lane_id
+    assert window.cache.keys_matching(port.lane_id, 1.0) == set()  # the old model's frames are gone
+    qtbot.waitUntil(lambda: reloaded.view.shown_index == 0, timeout=WAIT_MS)
+    new_frame = window.cache.get((reloaded.lane_id, 1.0, 0))
+    assert not np.array_equal(new_frame.crop, old_frame.crop)  # drawn by the new model
+    action.trigger()
+    assert window.statusBar().currentMessage().startswith("No model file changed")
+
+
+def test_a_lane_whose_model_never_returns_offers_stop_and_the_others_go_on(qtbot, make_window, tmp_path,
+                                                                           monkeypatch) -> None:
+    import ui.main_window as main_window
+    from PySide6.QtCore import Qt
+
+    monkeypatch.setattr(main_window, "STUCK_AFTER_S", 0.0)  # offer Stop at once: no waiting on wall time
+    folder = tmp_path / "session"
+    folder.mkdir()
+    make_endless_encoder(folder / "endless.onnx")
+    window = make_window()
+    assert window.open_session(write_session(folder, port_encoder="endless.onnx"))
+    port, reference = _slot(window, "port"), _slot(window, "reference")
+    qtbot.waitUntil(lambda: port.view.stop_button.isVisible(), timeout=WAIT_MS)
+    assert "no answer for" in port.view.busy_marker.text()
+    assert not reference.view.stop_button.isVisible()
+
+    before = window.current_frame  # the window answers while the lane is stuck
+    window.step(1)
+    assert window.current_frame == before + 1 and f"frame {before + 1} /" in window.frame_label.text()
+
+    qtbot.mouseClick(port.view.stop_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: port.view.error_text is not None, timeout=WAIT_MS)
+    assert "stopped: its model did not return" in port.view.error_text
+    assert port.view.status.text() == "stopped" and not port.view.stop_button.isVisible()
+    qtbot.waitUntil(lambda: window.cache.keys_matching(reference.lane_id, 1.0) >= set(range(1, 11)),
+                    timeout=WAIT_MS)  # the reference renders on past the stopped lane
+    qtbot.waitUntil(lambda: reference.view.shown_index == window.current_frame, timeout=WAIT_MS)
+
+
+def test_closing_the_window_while_a_model_never_returns_ends_the_render_thread(qtbot, make_window, tmp_path) -> None:
+    folder = tmp_path / "session"
+    folder.mkdir()
+    make_endless_encoder(folder / "endless.onnx")
+    window = make_window()
+    assert window.open_session(write_session(folder, port_encoder="endless.onnx"))
+    port = _slot(window, "port")
+    qtbot.waitUntil(lambda: (busy := window.transport.busy_lane()) is not None and busy.lane_id == port.lane_id,
+                    timeout=WAIT_MS)
+    window.close()  # quitting cancels the endless call: the render thread ends (checked by the fixture too)
+    assert worker_threads() == [] and child_processes() == []
+
+
+def test_a_full_disk_during_an_export_is_one_message_and_the_old_file_stays(qtbot, make_window, tmp_path) -> None:
+    import resource
+    import signal
+
+    window = make_window()
+    assert window.open_session(write_session(tmp_path / "session"))
+    out = tmp_path / "out.mp4"
+    out.write_bytes(b"the old video")
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    # A real write failure: files of this process may not grow past 4 KB while the export runs (EFBIG, the error a
+    # full quota gives), so libav's writes into the temporary file fail part-way.
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, hard))
+    try:
+        with qtbot.waitSignal(window.exports.finished, timeout=WAIT_MS) as ended:
+            assert window.exports.export_video(out, force=True) is not None
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, old_handler)
+    job = ended.args[0]
+    assert job.outcome == "failed" and "disk is full" in job.message and str(out) in job.message
+    assert "disk is full" in window.exports.message_box.text()
+    assert out.read_bytes() == b"the old video"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4", "s.ini", "session"]  # no .part left
+
+
+def test_quitting_during_an_export_and_a_prerender_leaves_no_thread_or_file(qtbot, make_window, tmp_path,
+                                                                          monkeypatch) -> None:
+    import ui.export_actions as export_actions
+
+    window = make_window()
+    assert window.open_session(write_session(tmp_path / "session", seconds=4.0))
+    window.prerender_action.setChecked(True)
+    window.play()  # pre-renders the whole clip first
+    reached = threading.Event()
+    picture = export_actions.VideoExportJob.picture
+
+    def noted_picture(self, i):  # tells the test the export is in flight
+        if i == 2:
+            reached.set()
+        return picture(self, i)
+
+    monkeypatch.setattr(export_actions.VideoExportJob, "picture", noted_picture)
+    job = window.exports.export_video(tmp_path / "quit.mp4", force=False)
+    assert job is not None
+    qtbot.waitUntil(reached.is_set, timeout=WAIT_MS)
+    assert window.transport.prerender_pending and not window.worker.idle  # both still at work
+    window.close()
+    assert not job.thread.is_alive() and job.outcome == "cancelled"
+    assert worker_threads() == [] and child_processes() == []
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix in (".mp4", ".part")) == []
