@@ -307,6 +307,29 @@ def lane_summary(lane: Lane | FailedLane) -> dict[str, Any]:
 WeightsEvidence = Callable[[Lane, Lane, str], "dict[str, Any] | None"]
 
 
+def dumped_frames(lanes: list[Lane | FailedLane]) -> list[int] | None:
+    """The output frames that every per-frame dump of the session covers, or None when no dump is partial.
+
+    A port may dump its tensors, inputs or outputs for a few frames only (an .npz with `frames` + `data`); the
+    default frames of the report are then chosen among those, so the report compares what the port wrote.
+    """
+    covered: set[int] | None = None
+    for lane in lanes:
+        if isinstance(lane, FailedLane):
+            continue
+        for dump in (getattr(lane, "tensor_dump", None), getattr(lane, "input_dump", None), lane.generator):
+            indices = getattr(dump, "frame_indices", None)
+            if indices is not None:
+                these = {int(i) for i in indices}
+                covered = these if covered is None else covered & these
+    if covered is None:
+        return None
+    if not covered:
+        raise InputError("the lanes' dumps of some frames have no output frame in common: name the frames to "
+                         "compare with --frames")
+    return sorted(covered)
+
+
 def mouth_report_frames(total: int, count: int) -> list[int]:
     """Every k-th output frame so that at most ``count`` are measured: the mouth signal needs a time series."""
     if count <= 0 or total <= 0:
@@ -342,7 +365,11 @@ def build_report(
 
     can_render = reference.generator is not None and reference.avatar is not None
     if frames is None and can_render:
-        frames = default_report_frames(reference.num_frames)
+        covered = dumped_frames(lanes)
+        if covered is None:
+            frames = default_report_frames(reference.num_frames)
+        else:  # dumps of some frames only: compare on frames every such dump holds
+            frames = [covered[i] for i in default_report_frames(len(covered))]
     frames = frames if can_render else []
     ref_outputs = {i: reference.raw_output(i) for i in frames} if frames and not reference.shows_dumped_frames else {}
     gated = tolerances is not None and tolerances.any
@@ -350,7 +377,7 @@ def build_report(
 
     mouth_entries: list[dict[str, Any]] = []
     measured = mouth_report_frames(reference.num_frames, mouth_frames) if can_render and \
-        not reference.shows_dumped_frames else []
+        not reference.shows_dumped_frames and not _has_partial_dump(reference) else []
     ref_mouth: mouth.MouthMeasure | None = None
     ref_crops: np.ndarray | None = None
     if measured:
@@ -420,7 +447,7 @@ def build_report(
                     c.passed = bool(c.gate["passed"]) and c.kind != KIND_NON_FINITE
             verdict.passed = failure is None and all(c.passed for c in lane_comparisons)
         if measured and ref_mouth is not None and ref_crops is not None and not lane.shows_dumped_frames \
-                and lane.generator is not None and failure is None:
+                and lane.generator is not None and failure is None and not _has_partial_dump(lane):
             try:
                 crops = np.stack([lane_outputs[i] if i in lane_outputs else lane.raw_output(i) for i in measured])
                 measure = mouth.measure_mouth(lane.name, crops, measured, reference.audio.samples, ref_mouth.range_px)
@@ -440,6 +467,12 @@ def build_report(
     report.mouth = mouth_entries
     report.gated = gated
     return report
+
+
+def _has_partial_dump(lane: Lane) -> bool:
+    """A lane with a dump of some frames only cannot be measured on frames spread over the clip."""
+    return any(getattr(dump, "frame_indices", None) is not None
+               for dump in (getattr(lane, "tensor_dump", None), getattr(lane, "input_dump", None), lane.generator))
 
 
 def _per_frame(producer: Callable[[range], np.ndarray], frames: list[int]) -> np.ndarray:

@@ -8,6 +8,7 @@ enters and its kind. Correct ports, fp16 ones included, must never be called div
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import cv2
@@ -413,3 +414,41 @@ def test_the_demo_lanes_get_the_right_verdicts():
     untrained = by_lane["Core ML encoder, converted untrained"]
     assert untrained.evidence["weights_untrained"] is True and "untrained" in untrained.explanation
     assert by_lane["Core ML scale-error encoder (1/200)"].evidence["correction"] == pytest.approx(200, rel=1e-3)
+
+
+# -- dumps of later stages ----------------------------------------------------------------------------------------
+def test_a_partial_dump_chooses_the_report_frames_among_those_it_holds(world):
+    padded = world["reference"].features()
+    held = [2, 5, 6]
+    tensors = _tensors(padded, held, lambda i: range(i - 8, i + 8))
+    np.savez(world["dir"] / "tens_some.npz", frames=np.asarray(held), data=tensors)
+    lanes = _open(world["dir"], {"tensors": "tens_some.npz"}, "tens_some")
+    report = build_report(lanes, 0, None, mouth_frames=8)
+    assert report.frames == held and not report.errors, report.errors
+    tensor_row = next(c for c in report.comparisons if c.stage == "tensors")
+    assert tensor_row.max_abs == 0.0 and report.diagnosis[0].kind == "match"
+
+
+@pytest.mark.parametrize("content, expected", [
+    (dict(data=np.zeros((3, 32, 16, 8), np.float32)), "expected audio tensors [F,32,16,16]"),
+    (dict(frames=np.asarray([0, 0, 1]), data=np.zeros((3, 32, 16, 16), np.float32)), "distinct output frame"),
+    (dict(frames=np.asarray([0, 1]), data=np.zeros((3, 32, 16, 16), np.float32)), "one per row"),
+])
+def test_a_malformed_tensor_dump_is_one_input_error(tmp_path, content, expected):
+    from core.errors import InputError
+    from pipeline.dumps import StageDump
+
+    np.savez(tmp_path / "bad.npz", **content)
+    with pytest.raises(InputError, match=re.escape(expected)):
+        StageDump(tmp_path / "bad.npz", "tensors")
+
+
+def test_a_frame_the_dump_does_not_hold_is_named(tmp_path):
+    from core.errors import InputError
+    from pipeline.dumps import StageDump
+
+    np.savez(tmp_path / "some.npz", frames=np.asarray([4, 9]), data=np.zeros((2, 6, 160, 160), np.float32))
+    dump = StageDump(tmp_path / "some.npz", "inputs")
+    assert dump.frames == [4, 9] and dump.size == 160
+    with pytest.raises(InputError, match=r"holds frames 4\.\.9 \(2 of them\), frame 5 was asked for"):
+        dump.item(5)
