@@ -40,7 +40,8 @@ def fill(line: str, out: Path) -> list[str]:
     """The README line as an argument list: brackets dropped, placeholders replaced by the demo's files."""
     by_option = {"--audio": str(DEMO / "aud.wav"), "--encoder": str(DEMO / "models" / "audio_encoder.onnx"),
                  "--generator": str(DEMO / "models" / "generator.onnx"), "--avatar": str(DEMO / "avatar"),
-                 "--json": str(out / "out.json"), "--frames": "0:2", "--time-limit": "600"}
+                 "--json": str(out / "out.json"), "--frames": "0:2", "--time-limit": "600", "--lanes": "2,1",
+                 "--frame": "1"}
     positional = {"SESSION.toml": str(DEMO / "demo.toml"), "MODEL": str(DEMO / "models" / "audio_encoder.onnx"),
                   "A": str(DEMO / "models" / "audio_encoder.onnx"),
                   "B": str(DEMO / "models" / "AudioEncoder.mlpackage")}
@@ -50,7 +51,7 @@ def fill(line: str, out: Path) -> list[str]:
         previous = args[-1] if args else ""
         if previous in by_option and not token.startswith("--"):
             token = by_option[previous]
-        elif previous == "--out":
+        elif previous in ("--out", "--html", "--png"):
             token = str(out / ("out" + Path(token).suffix))
         elif re.fullmatch(r"\{[\w,]+\}", token):
             token = token.strip("{}").split(",")[-1]  # the last stage runs the whole pipeline
