@@ -109,6 +109,8 @@ def run(args: argparse.Namespace) -> int:
     session_path = args.session or demo_session_path()
     session = load_session(session_path)
     if args.clips is not None:
+        if args.html:
+            raise InputError("--html writes one session's page; with --clips use --json (the page shows one clip)")
         return run_clips(args, session_path, tolerances)
     lanes = open_lanes(session, models=MODELS)
     reference = lanes[session.reference_index]
