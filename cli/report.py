@@ -82,7 +82,7 @@ def weights_evidence(lane: Lane, reference: Lane, role: str) -> dict[str, Any] |
 
     Only where both lanes name model files for that role; a dump has no weights to look at.
     """
-    from backends.inspection import diff_weights
+    from cli.diff_weights import diff_weights
     from core.filekinds import file_kind
 
     a, b = getattr(reference.spec, role), getattr(lane.spec, role)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from backends.coreml_backend import CoreMLEncoder, CoreMLGenerator
-from backends.inspection import diff_weights
+from cli.diff_weights import diff_weights
 from backends.onnx_backend import OnnxEncoder, OnnxGenerator
 from tests.builders.coreml_models import encoder_inputs, generator_inputs
 

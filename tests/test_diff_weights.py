@@ -16,7 +16,8 @@ import pytest
 import torch
 from torch import nn
 
-from backends.inspection import BatchNorm, WeightLayer, diff_weights, looks_default_init, pair_layers
+from backends.inspection import BatchNorm, WeightLayer, looks_default_init
+from cli.diff_weights import diff_weights, pair_layers
 from core.errors import InputError
 from tests.builders.coreml_models import build_encoder, build_generator, cached_model, export_onnx, save_state_dict
 
