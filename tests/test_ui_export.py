@@ -154,3 +154,24 @@ def test_export_picture_saves_the_window_as_png(qtbot, window, monkeypatch, tmp_
     assert picture.shape[1] == round(window.width() * ratio) and picture.shape[0] == round(window.height() * ratio)
     assert picture.std() > 5  # the lanes and plots, not an empty grab
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".part")] == []
+
+
+def test_closing_the_window_mid_export_stops_it_and_leaves_no_file(qtbot, window, monkeypatch, tmp_path) -> None:
+    out = tmp_path / "closed.mp4"
+    choose_file(monkeypatch, out)
+    original = export_actions.VideoExportJob.picture
+
+    def held_until_cancelled(self, i):  # the export thread waits here until the window's close cancels it
+        if i >= 3:
+            while not self.cancelled:
+                threading.Event().wait(0.01)
+        return original(self, i)
+
+    monkeypatch.setattr(export_actions.VideoExportJob, "picture", held_until_cancelled)
+    file_menu_action(window, "Export video…").trigger()
+    job = window.exports.job
+    qtbot.waitUntil(lambda: job.done >= 3, timeout=WAIT_MS)
+    window.close()
+    qtbot.waitUntil(lambda: job.thread is not None and not job.thread.is_alive(), timeout=WAIT_MS)
+    assert job.outcome == "cancelled"
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith((".part", ".mp4"))] == []

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-from PySide6.QtCore import QBuffer, QByteArray, QEvent, QIODevice, QObject, Qt, Signal
+from PySide6.QtCore import QBuffer, QByteArray, QCoreApplication, QEvent, QIODevice, QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QFileDialog, QMenu, QMessageBox, QProgressDialog, QWidget
 
@@ -172,6 +172,9 @@ class ExportActions(QObject):
             if menu is not None:
                 menu.addAction(action)
         window.installEventFilter(self)
+        app = QCoreApplication.instance()
+        if app is not None:  # quitting mid-export: stop between two frames so no .part file is left behind
+            app.aboutToQuit.connect(self.cancel_and_wait)
 
     # -- what the window shows --------------------------------------------------------------------------------
     def _samples(self) -> np.ndarray:
@@ -294,9 +297,14 @@ class ExportActions(QObject):
             job.thread.join(timeout)
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt's name
+        # The window may still refuse to close (unsaved changes): decide once it has, on the next turn of the loop.
         if watched is self.window and event.type() == QEvent.Type.Close and self.job is not None:
-            self.cancel_and_wait()
+            QTimer.singleShot(0, self._stop_if_closed)
         return False
+
+    def _stop_if_closed(self) -> None:
+        if not self.window.isVisible():
+            self.cancel_and_wait()
 
     # -- picture ------------------------------------------------------------------------------------------------
     def choose_picture(self) -> None:
