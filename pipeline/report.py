@@ -470,9 +470,11 @@ def build_report(
 
 
 def _has_partial_dump(lane: Lane) -> bool:
-    """A lane with a dump of some frames only cannot be measured on frames spread over the clip."""
-    return any(getattr(dump, "frame_indices", None) is not None
-               for dump in (getattr(lane, "tensor_dump", None), getattr(lane, "input_dump", None), lane.generator))
+    """A lane with a dump of some frames only cannot be measured on frames spread over the clip: an .npz naming its
+    frames, or a plain array with fewer rows than the clip has output frames (`dump --frames 0:6`)."""
+    dumps = [d for d in (getattr(lane, "tensor_dump", None), getattr(lane, "input_dump", None), lane.generator)
+             if d is not None and hasattr(d, "covers")]
+    return any(getattr(d, "frame_indices", None) is not None or d.num_frames < lane.num_frames for d in dumps)
 
 
 def _per_frame(producer: Callable[[range], np.ndarray], frames: list[int]) -> np.ndarray:
