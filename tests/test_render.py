@@ -257,3 +257,38 @@ def test_ctrl_c_exits_130_and_leaves_no_partial_file(tmp_path: Path) -> None:
     assert process.returncode == 130, err
     assert "not written" in err
     assert list(tmp_path.iterdir()) == []
+
+
+class _Picture:
+    """A stand-in for a lane's RenderedFrame: a full frame and a generator crop."""
+
+    def __init__(self, value: int, size: tuple[int, int] = (400, 384), crop: int = 160) -> None:
+        self.image = np.full((*size, 3), value, np.uint8)
+        self.crop = np.full((crop, crop, 3), value, np.uint8)
+
+
+def test_composed_picture_has_even_size_a_column_per_lane_and_optional_rows() -> None:
+    from pipeline.compose import ComposeOptions, PanelLabel, compose_frame
+
+    labels = [PanelLabel("reference", 1.0, ("encoder: onnxruntime · CPU · fp32",), True),
+              PanelLabel("a lane with a very long name that must wrap rather than widen its column", 200.0)]
+    plain = compose_frame([_Picture(10), _Picture(200)], labels, 5, 100)
+    with_crop = compose_frame([_Picture(10), _Picture(200)], labels, 5, 100, ComposeOptions(crop=True))
+    with_diff = compose_frame([_Picture(10), _Picture(200)], labels, 5, 100, ComposeOptions(diff=True))
+    for picture in (plain, with_crop, with_diff):
+        assert picture.dtype == np.uint8 and picture.shape[0] % 2 == 0 and picture.shape[1] % 2 == 0
+    assert 2 * 384 <= plain.shape[1] < 3 * 384  # two columns, not widened by the long name
+    assert with_crop.shape[0] >= plain.shape[0] + 384  # the crop, enlarged to the column width, below each frame
+    assert with_diff.shape[1] >= plain.shape[1] + 384  # a third column
+    # The difference column shows |10 - 200| x4, clipped: white where both pictures are flat.
+    assert (with_diff[-10, -100] == 255).all()
+
+
+def test_a_lane_without_a_picture_shows_its_reason_and_the_others_still_draw() -> None:
+    from pipeline.compose import PanelLabel, compose_frame
+
+    picture = compose_frame([_Picture(90), "generator.onnx: expected [B,6,S,S]"],
+                            [PanelLabel("ok"), PanelLabel("broken")], 0, 10)
+    assert picture.shape[1] >= 2 * 384
+    with pytest.raises(InputError, match="at least one lane"):
+        compose_frame([], [], 0, 10)
