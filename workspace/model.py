@@ -23,7 +23,7 @@ from core.errors import InputError
 from core.interfaces import ModelOpener, Provenance
 from pipeline.audio import Audio, load_audio
 from pipeline.avatar import Avatar
-from pipeline.lane import FailedLane, Lane, open_lanes
+from pipeline.lane import FailedLane, Lane
 from pipeline.metrics import check_scale, compare, feature_peak
 from pipeline.session import LaneSpec, Session, load_session, save_session
 from pipeline.windows import num_windows
@@ -198,17 +198,21 @@ class Workspace:
         report = progress or (lambda message, done, total: None)
         report(f"Opening {path.name}: reading the session, its audio and avatar…", 0, 1)
         session = load_session(path, check_files=False)
-        specs = list(session.lanes[:MAX_LANES])
+        self._open(session, session.lanes[:MAX_LANES], session.lanes[MAX_LANES:], session.reference_index,
+                   lambda message, done, total: report(f"Opening {path.name}: {message}", done, total))
+
+    def _open(self, session: Session, specs: Sequence[LaneSpec], hidden: Sequence[LaneSpec], reference: int,
+              progress: Progress) -> None:
+        """Read the session's audio and avatar (InputError: nothing changes), open these lanes over them, show."""
         audio = load_audio(session.audio)
         avatar = Avatar.open(session.avatar) if session.avatar is not None else None
         lanes: list[RunnableLane | FailedLane] = []
         shared_mels: dict[str, np.ndarray] = {}  # lanes of one session share the mel
         for number, spec in enumerate(specs):
-            report(f"Opening {path.name}: lane {number + 1} of {len(specs)}, {spec.name}…", number, len(specs))
+            progress(f"lane {number + 1} of {len(specs)}, {spec.name}…", number, len(specs))
             lanes.append(self._lane_or_failure(spec, audio, avatar, session.pad_mode, shared_mels))
-        reference = session.reference_index if session.reference_index < MAX_LANES else 0
-        self.set_content(audio.samples, lanes, reference_index=reference, session=session,
-                         hidden_specs=session.lanes[MAX_LANES:])
+        self.set_content(audio.samples, lanes, reference_index=reference if reference < len(specs) else 0,
+                         session=session, hidden_specs=hidden)
 
     def set_content(self, samples: np.ndarray, lanes: Sequence[RunnableLane | FailedLane], reference_index: int = 0,
                     session: Session | None = None, hidden_specs: Sequence[LaneSpec] = ()) -> None:
@@ -237,12 +241,11 @@ class Workspace:
         if self.session is None:
             raise InputError("no session is open; open a session first, then an audio file or avatar folder can "
                              "replace its own")
-        session = dataclasses.replace(self.session, **{key: path}, lanes=self.current_specs())
-        lanes = open_lanes(session, models=self.models)
-        audio = next((lane.audio for lane in lanes if isinstance(lane, Lane)), None)
-        samples = audio.samples if audio is not None else load_audio(session.audio).samples
+        if key not in ("audio", "avatar"):
+            raise ValueError(f"key: expected 'audio' or 'avatar', found {key!r}")
+        session = dataclasses.replace(self.session, **{key: path})
         index = next((i for i, state in enumerate(self.lanes) if state.lane_id == self.reference_id), 0)
-        self.set_content(samples, lanes, reference_index=index, session=session, hidden_specs=self.hidden_specs)
+        self._open(session, self.current_specs(), list(self.hidden_specs), index, lambda *progress: None)
         self._set_dirty(True)
 
     # -- lanes ------------------------------------------------------------------------------------------------
