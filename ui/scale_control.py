@@ -73,7 +73,8 @@ class ScaleControl(QWidget):
         # side by side then squeezed the slider to nothing on a 1600 px window.
         self.fit_button = QToolButton()
         self.fit_button.setText("Fit")
-        self.fit_button.setToolTip("Least-squares scale that makes this lane's features best match the reference lane")
+        self.fit_button.setToolTip("Fit: multiply this lane's scale by the correction (about 1/k, where lane ≈ k × "
+                                   "reference) that makes its features best match the reference lane's")
         self.reset_button = QToolButton()
         self.reset_button.setText("1×")
         self.reset_button.setToolTip("Reset the scale to 1")
