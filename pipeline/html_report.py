@@ -579,8 +579,12 @@ def build_html(
     if working and total:
         chosen = list(frames) if frames is not None else (key_frames(samples, total) if samples is not None else [])
         chosen = [i for i in chosen if 0 <= i < total]
-        if chosen:
-            grid = mouth_pictures(lanes, chosen)
+        grid = mouth_pictures(lanes, chosen) if chosen else []
+        if grid and all(isinstance(cell, str) for row in grid for cell in row):
+            parts.append("<h2>Mouths at key frames</h2><p class=\"muted\">No lane can draw frames: "
+                         + _e(grid[0][0]) + "</p>")
+            grid = []
+        if grid:
             per = SAMPLE_RATE // VIDEO_FPS
             parts.append("<h2>Mouths at key frames</h2><p class=\"muted small\">The generator's own crop for each "
                          "lane at the loudest moments of the speech (the mouth should be open) and the quietest one "

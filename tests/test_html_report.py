@@ -172,3 +172,29 @@ def test_key_frames_are_the_loud_moments_and_one_quiet_one() -> None:
 def test_ticks_are_round_numbers_covering_the_range() -> None:
     assert nice_ticks(0.0, 4.76) == [0.0, 2.0, 4.0]  # steps of 1, 2 or 5 x 10^k, at most about 5 ticks
     assert nice_ticks(-0.013, 0.18, 5) == pytest.approx([0.0, 0.05, 0.1, 0.15])
+
+
+class _FeaturesOnlyLane:
+    """A lane that has features but cannot draw (no avatar): the page plots it and says why it has no mouths."""
+
+    name = "features only"
+    num_frames = 30
+
+    class audio:  # noqa: N801 - stands in for pipeline.audio.Audio
+        samples = np.sin(np.linspace(0, 300, 30 * 640)).astype(np.float32)
+
+    def features(self) -> np.ndarray:
+        return np.linspace(0, 1, 30 * 512, dtype=np.float32).reshape(30, 512)
+
+    def frame(self, i: int):
+        raise InputError("lane 'features only': frames need an avatar folder, but the session names none")
+
+
+def test_a_session_without_frames_still_gets_its_feature_plot_and_the_reason_for_no_mouths() -> None:
+    lane = _FeaturesOnlyLane()
+    markup = build_html({"reference": lane.name, "lanes": [{"name": lane.name}], "comparisons": [],
+                         "diagnosis": []}, [lane])
+    page = parse(markup)
+    images = [a for tag, a in page.tags if tag == "img"]
+    assert [a["alt"] for a in images] == ["feature range over time: features only"]
+    assert "No lane can draw frames" in markup and "frames need an avatar folder" in markup
