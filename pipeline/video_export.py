@@ -93,6 +93,10 @@ def encode_video(
 
     if count <= 0:
         raise InputError(f"{what} {path}: expected at least one frame to encode, found {count}")
+    missing = [name for name in ("libx264", "aac") if name not in av.codecs_available]
+    if missing:
+        raise InputError(f"{what} {path}: this PyAV build (av {av.__version__}) lacks the {', '.join(missing)} "
+                         "encoder(s); expected the PyPI wheel, which bundles FFmpeg with them (pip install av)")
     check_mp4_path(path, force, what)
     samples_per_frame = 0
     resampled = None
