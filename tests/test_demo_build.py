@@ -93,7 +93,7 @@ def test_eyes_blink_now_and_then() -> None:
 
 
 def test_mouth_sits_inside_the_crop_and_under_the_generators_mask() -> None:
-    """Crop rule by hand (points 1, 31, 52) and the 160 model's mask (x 5..155, y 5..150)."""
+    """Crop rule by hand (points 1, 31, 52) and the 160 model's mask (x 5..154, y 5..149 inclusive)."""
     points = face.landmarks(0)
     x1, x2, y1 = points[1, 0], points[31, 0], points[52, 1]
     mouth_x = face.FACE_CENTRE[0] + face.head_offset(0)[0] + face.MOUTH_OFFSET[0]
@@ -102,6 +102,25 @@ def test_mouth_sits_inside_the_crop_and_under_the_generators_mask() -> None:
     u, v = (mouth_x - x1) * scale - 4, (mouth_y - y1) * scale - 4
     half_w, height = face.mouth_size(1.0, 1.0, scale)
     assert 5 < u - half_w and u + half_w < 155 and 5 < v - height and v + height < 150
+
+
+def _reference_mask_160() -> np.ndarray:
+    """The reference's own call on a white 160 x 160 image: True where it paints black."""
+    import cv2
+
+    img = np.full((160, 160, 3), 255, np.uint8)
+    cv2.rectangle(img, (5, 5, 150, 145), (0, 0, 0), -1)
+    return (img == 0).all(axis=2)
+
+
+def test_training_mask_is_the_reference_rectangle_150_by_145() -> None:
+    """The generator is trained on the mask a lane applies: cv2.rectangle(img, (5, 5, 150, 145), ...), not one px more."""
+    from tools.demo.dataset import mask_region
+
+    mask = mask_region()
+    assert mask.shape == (160, 160) and mask.dtype == bool
+    np.testing.assert_array_equal(mask, _reference_mask_160())
+    assert int(mask.sum()) == 150 * 145
 
 
 @pytest.mark.parametrize("opening", [0.2, 0.5, 0.8, 1.0])
@@ -159,6 +178,39 @@ def test_smoke_build_makes_every_file_of_the_bundle(tmp_path: Path) -> None:
     assert len(list((bundle / "avatar" / "landmarks").glob("*.lms"))) == len(
         list((bundle / "avatar" / "full_body_img").glob("*.jpg"))
     )
+    with np.load(tmp_path / "work" / "train.npz") as data:  # what the training script masks with
+        np.testing.assert_array_equal(data["mask"], _reference_mask_160())
+    _assert_finetune_rewrites_only_the_generator(tmp_path / "work", bundle)
+
+
+def _assert_finetune_rewrites_only_the_generator(work: Path, bundle: Path) -> None:
+    """The fine-tune stage starts from the bundle's weights with the encoder frozen; export-generator rewrites the
+    generator's three files and leaves every encoder file byte for byte as it was."""
+    import torch
+
+    from tools.build_demo import main
+
+    models = bundle / "models"
+    encoder_files = [models / "audio_visual_encoder.pth", models / "audio_encoder.onnx"] + sorted(
+        p for name in ("AudioEncoder", "AudioEncoder_untrained", "AudioEncoder_scale200")
+        for p in (models / f"{name}.mlpackage").rglob("*") if p.is_file()
+    )
+    before = {p: p.read_bytes() for p in encoder_files}
+    generator_before = torch.load(models / "generator.pth")
+    assert main(["--smoke", "--stage", "finetune", "--work", str(work), "--out", str(bundle)]) == 0
+    log = json.loads((work / "finetuned" / "train_log.json").read_text())
+    assert log["steps"] == 2 and log["finetune"]["encoder_frozen"] and "r_all" in log["finetune"]["val_before"]
+    encoder_after = torch.load(work / "finetuned" / "encoder.pth")
+    encoder_shipped = torch.load(models / "audio_visual_encoder.pth")
+    assert all(torch.equal(encoder_after[k], encoder_shipped[k]) for k in encoder_shipped)  # BatchNorm stats too
+    assert main(["--smoke", "--stage", "export-generator", "--work", str(work), "--out", str(bundle)]) == 0
+    assert {p: p.read_bytes() for p in encoder_files} == before
+    generator_after = torch.load(models / "generator.pth")
+    assert any(not torch.equal(generator_after[k], generator_before[k]) for k in generator_before)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["training"]["steps"] == 2 and manifest["training"]["finetune"]["steps"] == 2
+    assert manifest["training"]["finetune"]["encoder_frozen"] is True
+    _assert_core_ml_interfaces(models)
 
 
 def _assert_state_dicts_load_strictly(models: Path, width: float) -> None:

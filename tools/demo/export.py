@@ -113,6 +113,12 @@ def export_onnx(layout: BundleLayout, encoder: AudioEncoderAVE, generator: UNetG
             output_names=["features"], dynamic_axes={"mel_input": {0: "batch"}, "features": {0: "batch"}},
             opset_version=17, external_data=False, dynamo=False,
         )
+    export_generator_onnx(layout, generator)
+
+
+def export_generator_onnx(layout: BundleLayout, generator: UNetGenerator) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         torch.onnx.export(
             generator, (torch.zeros(1, 6, 160, 160), torch.zeros(1, 32, 16, 16)), str(layout.generator_onnx),
             input_names=["input", "audio"], output_names=["output"], opset_version=17, external_data=False,
@@ -169,10 +175,14 @@ def export_coreml(layout: BundleLayout, encoder: AudioEncoderAVE, generator: UNe
                                                     layout.encoder_coreml_untrained)
     _convert(ScaledEncoder(encoder), mel, [ENCODER_INPUT], "fp32", layout.encoder_coreml_scaled,
              "AVE audio encoder with outputs exactly 1/200 of the correct ones (scale error)")
+    export_generator_coreml(layout, generator)
+    return {"untrained_missing_keys": len(missing)}
+
+
+def export_generator_coreml(layout: BundleLayout, generator: UNetGenerator) -> None:
     _convert(generator, (torch.zeros(1, 6, 160, 160), torch.zeros(1, 32, 16, 16)),
              [GENERATOR_IMAGE_INPUT, GENERATOR_AUDIO_INPUT], "fp16", layout.generator_coreml,
              "SyncTalk_2D 160 px generator, stored and run in fp16")
-    return {"untrained_missing_keys": len(missing)}
 
 
 def reference_features(layout: BundleLayout, encoder: AudioEncoderAVE) -> np.ndarray:
@@ -214,3 +224,32 @@ def export_bundle(trained_dir: Path, out_dir: Path, width: float, num_templates:
     summary["bundle_mb"] = round(bundle_size_mb(out_dir), 2)
     layout.manifest.write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def export_generator(trained_dir: Path, out_dir: Path, width: float, train_log: dict | None) -> dict:
+    """After a fine-tune with the encoder frozen: rewrite only the generator's files (.pth, ONNX, Core ML fp16),
+    aud_ave.npy by the pipeline as it is now (unchanged bytes when the mel front end is unchanged) and the manifest.
+
+    The encoder files, the avatar and the clip are left alone; the fine-tune's figures go into the manifest's training
+    record under "finetune", beside those of the joint training the bundle started from.
+    """
+    layout = BundleLayout(out_dir)
+    encoder, generator = load_trained(trained_dir, width)
+    shipped = torch.load(layout.encoder_pth, map_location="cpu")
+    state = encoder.state_dict()
+    if set(shipped) != set(state) or any(not torch.equal(shipped[k], state[k]) for k in state):
+        raise RuntimeError(f"{trained_dir / 'encoder.pth'} differs from {layout.encoder_pth}: the encoder was not "
+                           "frozen, so run the full export stage")
+    torch.save({k: v.clone() for k, v in generator.state_dict().items()}, layout.generator_pth)
+    export_generator_onnx(layout, generator)
+    export_generator_coreml(layout, generator)
+    features = reference_features(layout, encoder)
+    manifest = json.loads(layout.manifest.read_text())
+    record = {k: v for k, v in (train_log or {}).items() if k not in ("log", "features_initial", "finetune")}
+    record.update((train_log or {}).get("finetune", {}))
+    manifest.setdefault("training", {})["finetune"] = record
+    manifest["features_range"] = [float(features.min()), float(features.max())]
+    manifest["bundle_mb"] = round(bundle_size_mb(out_dir), 2)
+    layout.manifest.write_text(json.dumps(manifest, indent=1))
+    return {"finetune": {k: v for k, v in record.items() if k not in ("val", "train_subset", "val_before")},
+            "bundle_mb": manifest["bundle_mb"]}

@@ -6,6 +6,14 @@ through the generator, exactly as the features flow at inference (16 padded feat
 wrong encoder (untrained, scaled) visibly breaks the mouth.
 
     python -m tools.demo.train --data .demo_work/train.npz --out .demo_work/trained --minutes 7
+
+Fine-tuning (issue 8: the generator input's mask changed by one column and one row) starts from shipped weights
+and keeps the encoder frozen (eval mode, no gradients, so its BatchNorm statistics do not move either), so only
+the generator's files change:
+
+    python -m tools.demo.train --data .demo_work/train.npz --out .demo_work/trained --minutes 2 --lr 2e-4 \
+        --init-encoder resources/demo/models/audio_visual_encoder.pth \
+        --init-generator resources/demo/models/generator.pth --freeze-encoder --checkpoint-every 20
 """
 
 from __future__ import annotations
@@ -99,8 +107,9 @@ def make_batch(data: DemoData, frames: np.ndarray, generator: torch.Generator, r
     return torch.cat([reference, masked], dim=1), target, frames_t
 
 
-def evaluate(encoder, generator_net, data: DemoData, frames: np.ndarray, batch: int = 128) -> dict:  # noqa: ANN001
+def evaluate(encoder, generator_net, data: DemoData, frames: np.ndarray, batch: int = 128) -> dict:
     """Correlation of the generated mouth opening with the phoneme target, the reference mouth kept idle."""
+    modes = (encoder.training, generator_net.training)
     encoder.eval()
     generator_net.eval()
     rng = torch.Generator().manual_seed(1)
@@ -119,14 +128,21 @@ def evaluate(encoder, generator_net, data: DemoData, frames: np.ndarray, batch: 
     for clip in np.unique(data.frame_clip[frames]):
         sel = data.frame_clip[frames] == clip
         per_clip[int(clip)] = pearson(opening[sel], target[sel])
-    encoder.train()
-    generator_net.train()
+    encoder.train(modes[0])
+    generator_net.train(modes[1])
     return {"r_all": pearson(opening, target), "r_per_clip": per_clip}
 
 
 def resolve_device(name: str) -> torch.device:
     """The torch device for a --device value: cuda when present for "auto", else the CPU; others as given."""
     return torch.device(name if name != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def save_weights(model: torch.nn.Module, path: Path) -> None:
+    """A plain state dict on the CPU, written beside and renamed, so a run cut off mid-write leaves the last one."""
+    partial = path.with_name(path.name + ".partial")
+    torch.save({k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, partial)
+    partial.replace(path)
 
 
 def train(args: argparse.Namespace) -> dict:
@@ -142,25 +158,43 @@ def train(args: argparse.Namespace) -> dict:
     encoder = AudioEncoderAVE().to(device)
     generator_net = UNetGenerator(size=160, width=args.width).to(device)
     initial_encoder = {k: v.detach().cpu().clone() for k, v in encoder.state_dict().items()}
-    params = list(encoder.parameters()) + list(generator_net.parameters())
+    if args.init_encoder:  # strict, prefix-free keys, exactly as audio_visual_encoder.pth is stored
+        encoder.load_state_dict(torch.load(args.init_encoder, map_location=device), strict=True)
+    if args.init_generator:
+        generator_net.load_state_dict(torch.load(args.init_generator, map_location=device), strict=True)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if args.freeze_encoder:
+        encoder.eval().requires_grad_(False)  # eval: BatchNorm uses (and keeps) its running statistics
+        save_weights(encoder, out_dir / "encoder.pth")
+    params = list(generator_net.parameters()) + ([] if args.freeze_encoder else list(encoder.parameters()))
     optimiser = torch.optim.Adam(params, lr=args.lr)
+    eval_frames = data.val_frames if len(data.val_frames) else data.train_frames
+    val_before = evaluate(encoder, generator_net, data, eval_frames[: args.eval_frames]) if args.init_generator else None
+    if val_before is not None:
+        print(json.dumps({"val_before": val_before["r_all"]}), flush=True)
     r0, c0 = data.patch_origin
     h, w = data.colour.shape[2:]
     log, step, started = [], 0, time.time()
     budget_s = args.minutes * 60.0
     use_amp = device.type == "cuda"
+    last_checkpoint = started
     while True:
         elapsed = time.time() - started
         progress = max(step / args.steps if args.steps else 0.0, elapsed / budget_s if budget_s else 0.0)
         if progress >= 1.0:
             break
         lr = args.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+        if step < args.warmup_steps:  # fresh Adam moments on trained weights: ramp up instead of jolting them
+            lr *= (step + 1) / args.warmup_steps
         for group in optimiser.param_groups:
             group["lr"] = lr
         frames = np_rng.choice(data.train_frames, size=args.batch)
         image, target, frames_t = make_batch(data, frames, rng)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-            out = generator_net(image, audio_tensors(encoder, data, frames_t))
+            with torch.set_grad_enabled(not args.freeze_encoder):
+                audio = audio_tensors(encoder, data, frames_t)
+            out = generator_net(image, audio)
         out = out.float()
         loss_all = F.l1_loss(out, target)
         loss_mouth = F.l1_loss(out[:, :, r0 : r0 + h, c0 : c0 + w], target[:, :, r0 : r0 + h, c0 : c0 + w])
@@ -174,6 +208,12 @@ def train(args: argparse.Namespace) -> dict:
                      "loss": float(loss), "loss_mouth": float(loss_mouth)}
             log.append(entry)
             print(json.dumps(entry), flush=True)
+        if args.checkpoint_every and time.time() - last_checkpoint >= args.checkpoint_every:
+            save_weights(generator_net, out_dir / "generator.pth")  # a run cut off still leaves recent weights
+            if not args.freeze_encoder:
+                save_weights(encoder, out_dir / "encoder.pth")
+            (out_dir / "checkpoint.json").write_text(json.dumps({"step": step, "seconds": round(time.time() - started, 1)}))
+            last_checkpoint = time.time()
     result = {
         "steps": step,
         "seconds": round(time.time() - started, 1),
@@ -184,7 +224,16 @@ def train(args: argparse.Namespace) -> dict:
         "generator_params": count_parameters(generator_net),
         "log": log,
     }
-    eval_frames = data.val_frames if len(data.val_frames) else data.train_frames
+    if args.init_generator:
+        result["finetune"] = {
+            "init_encoder": Path(args.init_encoder).name if args.init_encoder else None,
+            "init_generator": Path(args.init_generator).name,
+            "encoder_frozen": bool(args.freeze_encoder),
+            "lr": args.lr,
+            "warmup_steps": args.warmup_steps,
+            "reason": "the generator input's mask is now exactly the reference's (150x145 at 160 px, was 151x146)",
+            "val_before": val_before,
+        }
     result["val"] = evaluate(encoder, generator_net, data, eval_frames[: args.eval_frames])
     stride = max(1, len(data.train_frames) // args.eval_frames)
     result["train_subset"] = evaluate(encoder, generator_net, data, data.train_frames[::stride][: args.eval_frames])
@@ -197,11 +246,9 @@ def train(args: argparse.Namespace) -> dict:
         initial_range = fresh(windows).float()
     result["features_trained"] = [float(trained_range.min()), float(trained_range.max()), float(trained_range.mean())]
     result["features_initial"] = [float(initial_range.min()), float(initial_range.max()), float(initial_range.mean())]
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    torch.save({k: v.detach().cpu() for k, v in encoder.state_dict().items()}, out_dir / "encoder.pth")
+    save_weights(encoder, out_dir / "encoder.pth")
     torch.save(initial_encoder, out_dir / "encoder_initial.pth")
-    torch.save({k: v.detach().cpu() for k, v in generator_net.state_dict().items()}, out_dir / "generator.pth")
+    save_weights(generator_net, out_dir / "generator.pth")
     (out_dir / "train_log.json").write_text(json.dumps(result, indent=1))
     print(json.dumps({k: v for k, v in result.items() if k != "log"}), flush=True)
     return result
@@ -221,6 +268,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-frames", type=int, default=3000, help="at most this many frames per evaluation")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--init-encoder", default=None, help="start the encoder from this state dict")
+    parser.add_argument("--init-generator", default=None, help="start the generator from this state dict (fine-tune)")
+    parser.add_argument("--freeze-encoder", action="store_true", help="train the generator only; encoder in eval mode")
+    parser.add_argument("--warmup-steps", type=int, default=0, help="linear learning-rate ramp over these steps")
+    parser.add_argument("--checkpoint-every", type=float, default=0.0,
+                        help="seconds between checkpoints of the weights in --out (0: only at the end)")
     args = parser.parse_args(argv)
     if not args.minutes and not args.steps:
         parser.error("give --minutes or --steps")
