@@ -173,8 +173,12 @@ class _OnnxModel:
         self.provider = used[0] if used else provider_name
         self.version = ort.__version__
         self.threads = threads
-        self.inputs = _tensor_infos(self.session.get_inputs())
-        self.outputs = _tensor_infos(self.session.get_outputs())
+        try:
+            self.inputs = _tensor_infos(self.session.get_inputs())
+            self.outputs = _tensor_infos(self.session.get_outputs())
+        except UnicodeDecodeError as exc:  # found by tools/fuzz: a tensor or dimension name that is not UTF-8
+            raise InputError(f"{role} {self.path}: expected tensor and dimension names in UTF-8, found bytes that "
+                             f"are not ({exc.reason} at byte {exc.start})") from None
 
     def _open(self, ort: Any, provider_name: str, threads: int | None, role: str) -> _SharedSession:
         """Parse the file's facts and build its session (only for the first lane that opens it this way)."""

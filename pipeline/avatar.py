@@ -302,7 +302,7 @@ def image_size(path: Path) -> tuple[int, int] | None:
     try:
         with open(path, "rb") as f:
             start = f.read(24)
-            if start[:8] == b"\x89PNG\r\n\x1a\n" and start[12:16] == b"IHDR":
+            if start[:8] == b"\x89PNG\r\n\x1a\n" and start[12:16] == b"IHDR" and len(start) == 24:
                 width, height = struct.unpack(">II", start[16:24])
                 return int(width), int(height)
             if start[:2] != b"\xff\xd8":

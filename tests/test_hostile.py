@@ -560,3 +560,27 @@ def test_a_session_nested_without_end_is_a_message(tmp_path):
     (tmp_path / "s.toml").write_text("a = " + "[" * 5000 + "]" * 5000)
     with pytest.raises(InputError, match="s.toml: not valid TOML: nested too deeply"):
         load_session(tmp_path / "s.toml")
+
+
+# --- found by the fuzzers (tools/fuzz) ---------------------------------------------------------------------------
+
+def test_a_png_header_cut_inside_ihdr_is_unreadable_not_a_crash(tmp_path):
+    from pipeline.avatar import image_size
+
+    # struct.error: the 16-byte signature and IHDR tag were there, the width and height were not.
+    (tmp_path / "0.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x01\x00\x00")
+    assert image_size(tmp_path / "0.png") is None
+
+
+def test_an_onnx_model_with_a_dimension_name_that_is_not_utf8_is_a_message(tmp_path):
+    from backends.onnx_backend import OnnxEncoder
+
+    # The fuzzer's file: the tiny seed encoder with one byte of a dim_param flipped to 0xa6; onnxruntime loads it
+    # and then raised UnicodeDecodeError from get_inputs().
+    (tmp_path / "enc.onnx").write_bytes(bytes.fromhex(
+        "08083aad010a140a036d656c1204666c61742207466c617474656e0a260a04666c61740a067374617274730a04656e64"
+        "730a04617865731203656d622205536c696365120474696e792a0f080110073a010042067374617274732a0e08011007"
+        "3a0280044204656e64732a0d080110073a01014204617865735a1e0a036d656c12170a15080112110a031201a60a0208"
+        "010a0208500802081062170a03656d6212100a0e0801120a0a0312010a420308800442040a00100d"))
+    with pytest.raises(InputError, match=r"enc\.onnx: expected tensor and dimension names in UTF-8"):
+        OnnxEncoder(tmp_path / "enc.onnx")
