@@ -130,6 +130,7 @@ _expired = threading.Event()
 _expired_message = ""
 _cancel_hooks: dict[int, Callable[[], None]] = {}
 _hook_threads: dict[int, int] = {}  # hook key -> the thread that registered it (cancel_runs_on)
+_cancelled_threads: set[int] = set()  # threads told to stop: a run they start is ended at once (clear_cancel)
 _hooks_lock = threading.Lock()
 
 
@@ -166,9 +167,13 @@ def cancellable(cancel: Callable[[], None]) -> Iterator[None]:
     """
     check_time()
     key = id(cancel)
+    ident = threading.get_ident()
     with _hooks_lock:
         _cancel_hooks[key] = cancel
-        _hook_threads[key] = threading.get_ident()
+        _hook_threads[key] = ident
+        pending = ident in _cancelled_threads
+    if pending:  # cancel_runs_on came before this run began (the thread was still preparing it): end it at once
+        cancel()
     try:
         yield
     finally:
@@ -184,6 +189,7 @@ def cancel_runs_on(thread_ident: int | None) -> int:
     if thread_ident is None:
         return 0
     with _hooks_lock:
+        _cancelled_threads.add(thread_ident)  # also the runs it starts later, until clear_cancel
         hooks = [_cancel_hooks[key] for key, ident in _hook_threads.items()
                  if ident == thread_ident and key in _cancel_hooks]
     for hook in hooks:
@@ -192,6 +198,12 @@ def cancel_runs_on(thread_ident: int | None) -> int:
         except Exception:  # noqa: BLE001 - as in expire(): one failing hook must not keep the others from running
             pass
     return len(hooks)
+
+
+def clear_cancel(thread_ident: int | None = None) -> None:
+    """The thread (this one by default) starts new work: an earlier cancel_runs_on no longer applies to it."""
+    with _hooks_lock:
+        _cancelled_threads.discard(threading.get_ident() if thread_ident is None else thread_ident)
 
 
 def terminate_hook(run_options: Any) -> Callable[[], None]:

@@ -498,7 +498,8 @@ def test_quitting_during_an_export_and_a_prerender_leaves_no_thread_or_file(qtbo
     assert job is not None
     qtbot.waitUntil(reached.is_set, timeout=WAIT_MS)
     assert window.transport.prerender_pending and not window.worker.idle  # both still at work
-    window.close()
-    assert not job.thread.is_alive() and job.outcome == "cancelled"
+    window.close()  # the export is cancelled on the next turn of the event loop, once the window is really closed
+    qtbot.waitUntil(lambda: not job.thread.is_alive(), timeout=WAIT_MS)
+    assert job.outcome == "cancelled"
     assert worker_threads() == [] and child_processes() == []
     assert sorted(p.name for p in tmp_path.iterdir() if p.suffix in (".mp4", ".part")) == []

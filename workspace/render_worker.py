@@ -195,11 +195,12 @@ class RenderWorker:
             if lane_id in self._stopped_lanes:
                 return False
             self._stopped_lanes[lane_id] = time.monotonic()
-            busy, thread = self._busy, self._thread
+            busy = self._busy
             self._condition.notify()
-        if busy is not None and busy.lane_id == lane_id:
-            limits.cancel_runs_on(thread.ident)
-            return True
+            if busy is not None and busy.lane_id == lane_id:
+                # Under the lock: the worker cannot move on to another lane's job (and clear the cancel) meanwhile.
+                limits.cancel_runs_on(self._thread.ident)
+                return True
         self._failed.add(lane_id)
         self._deliver(LaneFailed(lane_id, STOPPED_IDLE_MESSAGE, ""))
         return False
@@ -237,7 +238,7 @@ class RenderWorker:
             self._stopped = True
             self._condition.notify()
             thread = self._thread
-        limits.cancel_runs_on(thread.ident)
+            limits.cancel_runs_on(thread.ident)
         thread.join(timeout)
 
     # -- render thread ----------------------------------------------------------------------------------------
@@ -283,6 +284,7 @@ class RenderWorker:
     def _execute(self, job: LaneJob, index: int | None, generation: int, epoch: int) -> None:
         with self._condition:
             self._busy = Busy(job.lane_id, index, time.monotonic())
+            limits.clear_cancel()  # a Stop for the previous job must not end this one; one for this job sticks
         try:
             result = job.lane.raw_features() if index is None else job.lane.frame(index, job.scale)
             error: Exception | None = None
