@@ -503,3 +503,19 @@ def test_quitting_during_an_export_and_a_prerender_leaves_no_thread_or_file(qtbo
     assert job.outcome == "cancelled"
     assert worker_threads() == [] and child_processes() == []
     assert sorted(p.name for p in tmp_path.iterdir() if p.suffix in (".mp4", ".part")) == []
+
+
+def test_a_cancel_that_comes_before_the_run_begins_still_ends_it() -> None:
+    """Stop can land while the lane is still preparing its call (its mel): the run it then begins ends at once."""
+    from core import limits
+
+    calls: list[str] = []
+    limits.cancel_runs_on(threading.get_ident())
+    try:
+        with limits.cancellable(lambda: calls.append("cancelled")):
+            assert calls == ["cancelled"]  # onnxruntime's terminate flag is set before session.run
+    finally:
+        limits.clear_cancel()  # what the render worker does when it takes its next job
+    with limits.cancellable(lambda: calls.append("again")):
+        pass
+    assert calls == ["cancelled"]
