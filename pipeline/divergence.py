@@ -718,8 +718,7 @@ def collect(lane: Any, frames: list[int], outputs: dict[int, np.ndarray] | None 
     if getattr(lane, "input_dump", None) is not None:
         dumped.append("inputs")
     if frames and lane.generator is not None:
-        arrays.tensors = lane.audio_tensors(range(0)) if not frames else np.stack(
-            [lane.audio_tensors(range(i, i + 1))[0] for i in frames])
+        arrays.tensors = np.stack([lane.audio_tensors(range(i, i + 1))[0] for i in frames])
         if lane.avatar is not None:
             if lane.shows_dumped_frames or images:
                 arrays.images = np.stack([lane.frame(i).image for i in frames])

@@ -244,8 +244,9 @@ def audio_dependence(lane: Any, frames: list[int]) -> AudioDependence | None:
     from pipeline.audio import audio_from_array
     from pipeline.lane import Lane
 
-    if not isinstance(lane.encoder, Encoder) or getattr(lane, "tensor_dump", None) is not None:
-        return None
+    if not isinstance(lane.encoder, Encoder) or getattr(lane, "tensor_dump", None) is not None \
+            or lane.spec.mel is not None:
+        return None  # a dump (features, tensors, or the mel the encoder reads) does not change with the audio
     clip = lane.audio.samples
     variants = {"silence": np.zeros_like(clip), "reversed": np.ascontiguousarray(clip[::-1])}
     base = lane.features()

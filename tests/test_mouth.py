@@ -171,3 +171,11 @@ def test_the_demo_untrained_lane_barely_moves_although_its_whole_crop_cosine_is_
     assert outputs.cosine > 0.99  # whole-crop agreement looks healthy ...
     assert untrained["metrics"]["mouth_psnr"] < untrained["metrics"]["psnr"]  # ... the mouth region does not
     assert "barely moves" in report.diagnosis[0].explanation
+
+
+def test_a_lane_whose_mel_is_a_dump_has_no_audio_dependence_check(small_world, tmp_path):
+    d = small_world
+    audio = load_audio(d / "speech.wav")
+    np.save(tmp_path / "mel.npy", np.zeros((1 + audio.samples.size // 200, 80), np.float32))
+    spec = LaneSpec("mel dump", d / "enc.onnx", mel=tmp_path / "mel.npy")
+    assert audio_dependence(Lane(spec, audio, None, models=MODELS), []) is None  # silence would not reach it
