@@ -199,8 +199,13 @@ def test_the_displayed_frame_follows_the_jack_clock_for_five_seconds(qtbot, tmp_
     blocks = list(clock.blocks)
     window.close()
 
+    # The device consumed the 5 s asked for, and its clock never ran slower than the samples it took. It may run
+    # faster: on a loaded machine JACK's dummy driver misses cycles (xruns) and its time jumps ahead, and how long
+    # past 5 s it played depends on how soon the test noticed; neither is the window's doing, so neither is asserted.
     stream_span = blocks[-1].dac_time - blocks[0].dac_time
-    assert stream_span == pytest.approx(5.0, abs=0.3)  # the device clock ran for the 5 s we played
+    samples_span = (blocks[-1].first_sample - blocks[0].first_sample) / JACK_RATE
+    assert samples_span >= 4.9
+    assert stream_span >= samples_span - 2 * JACK_PERIOD / JACK_RATE
     checked = 0
     worst = 0.0
     for now, shown, pictures in observations:
