@@ -79,7 +79,56 @@ def resolve_provider(provider: str) -> str:
     return name
 
 
+CACHE_ENV = "LIPSYNC_COMPARE_CACHE_DIR"  # the same folder the Core ML translations are cached in
+_FACTS_FORMAT = 1
+
+
+def _facts_file(path: Path) -> Path | None:
+    """Where this file's (opset, precision) are remembered: keyed by its absolute path, size and modification time."""
+    import hashlib
+    import os
+
+    try:
+        stat = path.stat()
+        override = os.environ.get(CACHE_ENV)
+        if override:
+            root = Path(override)
+        else:
+            import platformdirs
+
+            root = Path(platformdirs.user_cache_dir("lipsync-compare", appauthor=False))
+    except (OSError, ImportError):
+        return None
+    key = f"{_FACTS_FORMAT} {path.resolve()} {stat.st_size} {stat.st_mtime_ns}"
+    return root / "onnx-facts" / f"{hashlib.sha256(key.encode()).hexdigest()}.json"
+
+
 def _model_facts(path: Path, role: str) -> tuple[str, str]:
+    """Opset and stored precision, remembered between starts: reading them needs the onnx package, whose import
+    (ml_dtypes) costs 1-10 s on a busy 2-core machine, more than opening the session itself."""
+    import json
+
+    facts_file = _facts_file(path)
+    if facts_file is not None:
+        try:
+            facts = json.loads(facts_file.read_text(encoding="utf-8"))
+            return str(facts["opset"]), str(facts["precision"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    opset, precision = _read_model_facts(path, role)
+    if facts_file is not None:
+        try:
+            from core.safe_write import write_text
+
+            facts_file.parent.mkdir(parents=True, exist_ok=True)
+            write_text(facts_file, json.dumps({"opset": opset, "precision": precision}), force=True,
+                       what="ONNX facts cache")
+        except (OSError, InputError):
+            pass  # a read-only cache folder costs the next start its speed, never this lane
+    return opset, precision
+
+
+def _read_model_facts(path: Path, role: str) -> tuple[str, str]:
     """Read opset and stored precision from the file itself (without its external weights)."""
     import onnx
 

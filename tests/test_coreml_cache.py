@@ -93,3 +93,32 @@ def test_an_unwritable_cache_costs_speed_not_the_lane(tmp_path: Path, monkeypatc
     monkeypatch.setenv(CACHE_ENV, str(blocker))
     encoder = CoreMLEncoder(PACKAGE, mode="emulated")
     assert encoder.encode(_windows(2)).shape == (2, 512)
+
+
+ONNX_GENERATOR = ROOT / "resources" / "demo" / "models" / "generator.onnx"
+
+
+@pytest.mark.skipif(not ONNX_GENERATOR.is_file(), reason="the demo bundle's ONNX generator is missing")
+def test_a_second_start_opens_onnx_models_without_importing_onnx(cache: Path, tmp_path: Path) -> None:
+    """The onnx package (its ml_dtypes import: seconds on a busy machine) is needed only to read a file's opset and
+    precision the first time; they are remembered by path, size and modification time."""
+    from backends.onnx_backend import OnnxGenerator
+
+    first = OnnxGenerator(ONNX_GENERATOR, threads=1)
+    script = (
+        "import sys\n"
+        "from backends.onnx_backend import OnnxGenerator\n"
+        f"generator = OnnxGenerator({str(ONNX_GENERATOR)!r}, threads=1)\n"
+        "print(generator.provenance.details['opset'], generator.provenance.precision, 'onnx' in sys.modules)\n"
+    )
+    env = {**os.environ, CACHE_ENV: str(cache.parent)}
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [first.provenance.details["opset"], first.provenance.precision, "False"]
+    copy = tmp_path / "generator.onnx"
+    copy.write_bytes(ONNX_GENERATOR.read_bytes()[:1000])  # another file (and a broken one): read, not remembered
+    from core.errors import InputError
+
+    with pytest.raises(InputError, match="not an ONNX model"):
+        OnnxGenerator(copy)
