@@ -113,3 +113,15 @@ def test_torch_lanes_take_a_device_and_show_it(tmp_path: Path) -> None:
     if "cuda" not in available_devices():
         with pytest.raises(InputError, match="not available"):
             MODELS.open_generator(path, {"device": "cuda"})
+
+
+@needs_demo
+def test_frames_in_batches_are_the_frames_one_by_one() -> None:
+    session = load_session(DEMO, check_files=False)
+    lane = next(lane for lane in open_lanes(session, models=MODELS) if isinstance(lane, Lane))
+    indices = [0, 1, 2, 5, 40, lane.num_frames - 1]
+    batched = lane.frames(indices, 1.5, batch=4)
+    assert [f.template_index for f in batched] == [lane.template_index(i) for i in indices]
+    for i, frame in zip(indices, batched):
+        single = lane.frame(i, 1.5)
+        assert np.array_equal(frame.image, single.image) and np.array_equal(frame.crop, single.crop)
