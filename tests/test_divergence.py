@@ -297,6 +297,22 @@ def _port_inputs(world: dict, interpolation=cv2.INTER_LINEAR, rgb: bool = False,
     return np.stack(out).astype(np.float32)
 
 
+def test_a_crop_box_two_pixels_to_the_right_is_crop_at_the_input_stage(world):
+    reference: Lane = world["reference"]
+    out = []
+    for i in FRAMES:
+        k = reference.template_index(i)
+        frame, box = reference.avatar.frame(k), reference.avatar.crop_box(k)
+        crop = frame[box.y1:box.y2, box.x1 + 2:box.x2 + 2]  # the port reads its box two pixels to the right
+        inner = cv2.resize(crop, (SIZE + 8, SIZE + 8), interpolation=cv2.INTER_LINEAR)[4:SIZE + 4, 4:SIZE + 4]
+        masked = inner.copy()
+        cv2.rectangle(masked, (5, 5, 150, 145), (0, 0, 0), -1)
+        out.append(np.concatenate([inner, masked], axis=2).transpose(2, 0, 1) / 255.0)
+    d = _diagnose(world, "in_box", inputs=_input_dump(world, "in_box.npz", np.stack(out).astype(np.float32)))
+    assert (d.first_divergent_stage, d.kind) == ("inputs", "crop")
+    assert "moved by (+2, +0)" in d.explanation
+
+
 def _input_dump(world: dict, name: str, inputs: np.ndarray) -> str:
     np.savez(world["dir"] / name, frames=np.asarray(FRAMES), data=inputs)
     return name
@@ -413,6 +429,7 @@ def test_the_demo_lanes_get_the_right_verdicts():
         assert d.kind in (kind if isinstance(kind, tuple) else (kind,)), (name, d.explanation)
     untrained = by_lane["Core ML encoder, converted untrained"]
     assert untrained.evidence["weights_untrained"] is True and "untrained" in untrained.explanation
+    assert untrained.stages["outputs"] == "follows from features" and untrained.stages["mel"] == "match"
     assert by_lane["Core ML scale-error encoder (1/200)"].evidence["correction"] == pytest.approx(200, rel=1e-3)
 
 

@@ -155,3 +155,20 @@ def test_clips_aggregates_every_clip_per_lane_and_stage(world, tmp_path):
 def test_clips_that_match_nothing_is_an_input_error(world, tmp_path):
     result = app("report", world / "small.toml", "--clips", tmp_path / "none*.wav")
     assert result.returncode == 2 and "--clips" in result.stderr
+
+
+def test_the_json_carries_the_documented_diagnosis_and_mouth_fields(world, tmp_path):
+    import json
+
+    out = tmp_path / "r.json"
+    result = app("report", world / "small.toml", "--frames", "0:3", "--mouth-frames", "12", "--json", out)
+    assert result.returncode == 3, result.stderr
+    data = json.loads(out.read_text())
+    (diagnosis,) = data["diagnosis"]
+    assert set(diagnosis) >= {"lane", "first_divergent_stage", "kind", "explanation", "evidence", "also", "stages",
+                              "passed", "mouth"}
+    assert (diagnosis["first_divergent_stage"], diagnosis["kind"]) == ("features", "scale")
+    assert diagnosis["evidence"]["correction"] == pytest.approx(200, rel=1e-4)
+    assert [entry["lane"] for entry in data["mouth"]] == ["reference", "port"]
+    assert set(data["mouth"][1]["metrics"]) == {"psnr", "ssim", "mad", "mouth_psnr", "mouth_ssim", "mouth_mad"}
+    assert len(data["mouth"][0]["measure"]["opening"]) == len(data["mouth"][0]["measure"]["frames"])
