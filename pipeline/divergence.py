@@ -622,6 +622,14 @@ def _divergence_at(stage: str, lane: LaneArrays, ref: LaneArrays, ctx: Reference
                        "not identified (checked: resize interpolation, colour order, mask form, /255, mask, crop "
                        "box moved or resized by up to 3 px)", dict(plain.figures))
     if stage == "outputs":
+        if "outputs" in lane.dumped and not {"tensors", "inputs"} <= set(lane.dumped):
+            # Another program's outputs, but not what it fed its generator: the generator, its audio tensor or its
+            # crop may differ, and these arrays cannot tell which. Say so rather than guess.
+            return Verdict("outputs", "unknown", f"the dumped generator outputs differ "
+                           f"({_describe_figures(plain.figures)}); the dump does not say what the port fed its "
+                           "generator, so its weights, its audio tensors and its crop are all suspects: dump its "
+                           "tensors and inputs too (session keys tensors, inputs) to tell them apart",
+                           dict(plain.figures))
         weights = evidence.get("generator_weights") or {}
         sentence = (f"the generator's outputs differ on the same inputs ({_describe_figures(plain.figures)}): its "
                     "weights or operations differ")
@@ -727,6 +735,8 @@ def collect(lane: Any, frames: list[int], outputs: dict[int, np.ndarray] | None 
             else:
                 if isinstance(lane.generator, OutputDump):
                     dumped.append("outputs")
+                    if getattr(lane, "input_dump", None) is not None:
+                        arrays.inputs = np.stack([lane.generator_input(i).tensor for i in frames])
                 else:
                     arrays.inputs = np.stack([lane.generator_input(i).tensor for i in frames])
                 arrays.outputs = np.stack([outputs[i] if outputs and i in outputs else lane.raw_output(i)

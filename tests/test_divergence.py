@@ -354,6 +354,22 @@ def test_a_generator_with_other_weights_is_weights_at_the_output_stage(world):
     assert (d.first_divergent_stage, d.kind) == ("outputs", "weights")
 
 
+def test_dumped_outputs_of_another_generator_are_unknown_until_its_inputs_are_dumped_too(world):
+    reference: Lane = world["reference"]
+    other = Lane(load_session(world["dir"] / "gen_other.toml").lanes[1], reference.audio, reference.avatar,
+                 models=MODELS)
+    outputs = np.stack([other.raw_output(i) for i in FRAMES])
+    np.savez(world["dir"] / "out_other.npz", frames=np.asarray(FRAMES), data=outputs)
+    alone = _diagnose(world, "out_other", generator="out_other.npz")
+    assert (alone.first_divergent_stage, alone.kind) == ("outputs", "unknown")
+    tensors = _tensors(reference.features(), FRAMES, lambda i: range(i - 8, i + 8))
+    inputs = _port_inputs(world)
+    with_inputs = _diagnose(world, "out_other_fed", generator="out_other.npz",
+                            tensors=_tensor_dump(world, "out_fed_t.npz", tensors),
+                            inputs=_input_dump(world, "out_fed_i.npz", inputs))
+    assert (with_inputs.first_divergent_stage, with_inputs.kind) == ("outputs", "weights")
+
+
 def _port_frames(world: dict, paste) -> np.ndarray:
     """Final frames [F_all,H,W,3] of a port: the reference's outputs, pasted back by ``paste`` (frames outside
     FRAMES are the templates, never compared)."""
