@@ -197,8 +197,10 @@ def test_features_one_frame_late_are_a_time_shift_with_the_signed_offset(world):
 def test_features_of_another_clip_are_audio_ignored(world):
     d = world["dir"]
     sf.write(d / "other.wav", _speech_like(2.4, seed=9), 16000, subtype="FLOAT")
-    other = Lane(load_session(d / "feat_same.toml").lanes[0], __import__("pipeline.audio").audio.load_audio(
-        d / "other.wav"), None, models=MODELS)
+    from pipeline.audio import load_audio
+    from pipeline.session import LaneSpec
+
+    other = Lane(LaneSpec("reference encoder", d / "enc.onnx"), load_audio(d / "other.wav"), None, models=MODELS)
     features = other.features()
     assert features.shape == world["reference"].features().shape
     diagnosis = _diagnose(world, "feat_other_clip", encoder=_save(world, "feat_other_clip.npy", features))
