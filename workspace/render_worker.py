@@ -75,6 +75,7 @@ class RenderRequest:
     lookahead: int
     num_frames: int
     loop: tuple[int, int] | None = None
+    step: int = 1  # every step-th frame from the playhead (the playback policy's reduced preview rate)
 
 
 @dataclass(frozen=True)
@@ -119,8 +120,10 @@ class Busy:
     since: float
 
 
-def frame_order(playhead: int, lookahead: int, num_frames: int, loop: tuple[int, int] | None = None) -> list[int]:
-    """Frame indices to render, nearest first: the playhead, then ahead; inside a loop region it wraps around."""
+def frame_order(playhead: int, lookahead: int, num_frames: int, loop: tuple[int, int] | None = None,
+                step: int = 1) -> list[int]:
+    """Frame indices to render, nearest first: the playhead, then ahead; inside a loop region it wraps around.
+    With ``step`` > 1, every step-th of them (``lookahead`` still counts frames of the clip, not renders)."""
     if num_frames <= 0 or lookahead <= 0:
         return []
     playhead = max(0, min(num_frames - 1, playhead))
@@ -128,8 +131,8 @@ def frame_order(playhead: int, lookahead: int, num_frames: int, loop: tuple[int,
         start, end = max(0, loop[0]), min(num_frames - 1, loop[1])
         if start <= playhead <= end:
             span = end - start + 1
-            return [start + (playhead - start + k) % span for k in range(min(lookahead, span))]
-    return list(range(playhead, min(num_frames, playhead + lookahead)))
+            return [start + (playhead - start + k) % span for k in range(0, min(lookahead, span), max(1, step))]
+    return list(range(playhead, min(num_frames, playhead + lookahead), max(1, step)))
 
 
 class RenderWorker:
@@ -166,11 +169,12 @@ class RenderWorker:
 
     # -- main thread ------------------------------------------------------------------------------------------
     def submit(self, playhead: int, lanes: list[LaneJob], lookahead: int, num_frames: int,
-               loop: tuple[int, int] | None = None) -> int:
+               loop: tuple[int, int] | None = None, step: int = 1) -> int:
         """Replace the pending request; returns its generation."""
         with self._condition:
             self._generation += 1
-            self._request = RenderRequest(self._generation, playhead, tuple(lanes), lookahead, num_frames, loop)
+            self._request = RenderRequest(self._generation, playhead, tuple(lanes), lookahead, num_frames, loop,
+                                          step)
             self._condition.notify()
             return self._generation
 
@@ -248,7 +252,8 @@ class RenderWorker:
 
     def _plan(self, request: RenderRequest) -> Iterator[tuple[LaneJob, int | None]]:
         """(lane, None) means "compute the features"; (lane, i) means "render frame i"."""
-        for index in frame_order(request.playhead, request.lookahead, request.num_frames, request.loop):
+        for index in frame_order(request.playhead, request.lookahead, request.num_frames, request.loop,
+                                 request.step):
             # sorted() is stable: lanes never served keep the request's order
             for job in sorted(request.lanes, key=lambda job: self._last_served.get(job.lane_id, -1)):
                 if job.lane_id in self._failed or job.lane_id in self._stopped_lanes:

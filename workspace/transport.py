@@ -12,7 +12,9 @@ window: a queued Qt signal) and then calls ``apply_result``; without ``deliver``
 from __future__ import annotations
 
 import logging
+import math
 import queue
+import time
 from typing import Any, Callable
 
 import numpy as np
@@ -21,6 +23,7 @@ from workspace.clock import FPS, FallbackWatcher, PlaybackClock, frame_at, open_
 from workspace.events import Event
 from workspace.frame_cache import FrameCache
 from workspace.model import Workspace
+from workspace.playback_policy import AUTO, RENDER_AHEAD, CostMeter, Decision, TimedLane, choose
 from workspace.render_worker import Busy, FeaturesReady, FrameFailed, FrameReady, LaneFailed, LaneJob, RenderWorker
 
 log = logging.getLogger(__name__)
@@ -28,6 +31,7 @@ log = logging.getLogger(__name__)
 PLAY_LOOKAHEAD = 50  # frames rendered ahead while playing (2 s): rides out one slow frame
 PAUSED_LOOKAHEAD = 10
 LOOP_SPAN_FRAMES = 2 * FPS  # a new loop region starts at the playhead and spans 2 s
+DECIDE_EVERY_FRAMES = FPS  # while playing, the playback policy looks at the measured costs again once a second
 ClockFactory = Callable[[np.ndarray], "tuple[PlaybackClock, str | None]"]
 
 
@@ -40,7 +44,9 @@ class Transport:
     - ``frame_ready(FrameReady)``: a rendered frame arrived (the cache holds it);
     - ``frame_failed(FrameFailed)``: one frame of a lane raised (the lane goes on; the window marks the frame);
     - ``prerender_progress(done, total)`` while pre-rendering; ``prerender_incomplete(done, total)`` when the
-      cache cannot hold the whole clip and playback starts anyway.
+      cache cannot hold the whole clip and playback starts anyway;
+    - ``playback_mode_changed(Decision)``: the playback policy chose another way to play (every frame, render
+      ahead, a reduced preview rate, or suggest pre-render), or its reason changed (workspace/playback_policy.py).
     """
 
     def __init__(self, workspace: Workspace, cache: FrameCache | None = None,
@@ -73,6 +79,14 @@ class Transport:
         self.frame_failed = Event("frame_failed")
         self.prerender_progress = Event("prerender_progress")
         self.prerender_incomplete = Event("prerender_incomplete")
+        self.playback_mode_changed = Event("playback_mode_changed")
+        self.costs = CostMeter()  # each lane's per-frame render cost, measured on the render thread
+        self.preview_setting = AUTO  # the user's override: auto / every / reduced (playback_policy.SETTINGS)
+        self.decision: Decision = choose(None, 1.0 / FPS, 0, 0)
+        self._decided_at = 0  # the frame at which the policy last decided
+        self._ahead_from = 0  # render_ahead: rendering starts here (the playhead plus the decision's lead)
+        self._timed: dict[int, TimedLane] = {}
+        self.cost_clock: Callable[[], float] = time.perf_counter  # what render costs are timed with (tests: fake)
         workspace.content_changed.connect(self._on_content)
         workspace.lanes_changed.connect(self._on_lanes)
         workspace.scale_changed.connect(lambda lane_id, scale: self.request_render())
@@ -106,8 +120,10 @@ class Transport:
         if self._paused_frame >= self.num_frames - 1:
             self._paused_frame = 0
         self.clock.seek(self.position_of(self._paused_frame))
+        self.decide(self._paused_frame)
         self.clock.play()
         self._announce(True)
+        self.request_render()
 
     def pause(self) -> None:
         self.prerender_pending = False
@@ -132,6 +148,8 @@ class Transport:
             self.clock.seek(self.position_of(frame))
         if not self.playing:
             self._set_frame(frame)
+        else:
+            self.decide(frame)
         self.request_render()
 
     def step(self, delta: int) -> None:
@@ -148,6 +166,45 @@ class Transport:
         self.speed = float(speed)
         if self.clock is not None:
             self.clock.set_speed(self.speed)
+        if self.playing:
+            self.decide()
+            self.request_render()
+
+    def set_preview_setting(self, setting: str) -> Decision:
+        """The user's preview rate: ``auto`` (the policy chooses), ``every`` (every frame) or ``reduced``."""
+        choose(None, 1.0, 0, 0, setting)  # raises ValueError for a setting that does not exist
+        self.preview_setting = setting
+        decision = self.decide()
+        self.request_render()
+        return decision
+
+    def decide(self, frame: int | None = None) -> Decision:
+        """Ask the playback policy how to play from ``frame`` (default: the playhead) with the costs measured so
+        far; announces ``playback_mode_changed`` when the decision differs from the last one."""
+        frame = self.current_frame if frame is None else max(0, int(frame))
+        lanes = [s for s in self.workspace.lanes if s.lane is not None and s.renders_frames]
+        cost = self.costs.frame_cost([s.lane_id for s in lanes])
+        end = self.num_frames - 1
+        if self.loop is not None and self.loop[0] <= frame <= self.loop[1]:
+            end = min(end, self.loop[1])
+        frames_left = max(0, end - frame)
+        uncached = 0
+        if frames_left and lanes:
+            ahead = np.zeros(frames_left, dtype=bool)
+            for state in lanes:
+                have = np.zeros(frames_left, dtype=bool)
+                indices = [i - frame - 1 for i in self.cache.keys_matching(state.lane_id, state.scale)
+                           if frame < i <= end]
+                have[indices] = True
+                ahead |= ~have
+            uncached = int(ahead.sum())
+        decision = choose(cost, 1.0 / (FPS * self.speed), frames_left, uncached, self.preview_setting)
+        self._decided_at = frame
+        self._ahead_from = frame + decision.lead
+        if decision != self.decision:
+            self.decision = decision
+            self.playback_mode_changed.emit(decision)
+        return decision
 
     def set_av_offset(self, seconds: float) -> None:
         """A positive offset delays the picture against the sound."""
@@ -184,6 +241,13 @@ class Transport:
             if self.loop is not None and frame > self.loop[1]:
                 frame = self.loop[0]
                 self.clock.seek(self.position_of(frame))
+                self.decide(frame)
+            elif abs(frame - self._decided_at) >= DECIDE_EVERY_FRAMES:
+                self.decide(frame)
+            step = self.decision.step
+            if step > 1:  # a reduced preview rate: hold the last shown frame while the audio plays on
+                origin = self.loop[0] if self.loop is not None and self.loop[0] <= frame <= self.loop[1] else 0
+                frame -= (frame - origin) % step
             if frame != self._frame:
                 self._set_frame(frame)
                 self.request_render()
@@ -196,7 +260,7 @@ class Transport:
     # -- rendering --------------------------------------------------------------------------------------------
     def request_render(self) -> None:
         """Ask the worker for the frames around the playhead (the whole clip while pre-rendering)."""
-        jobs = [LaneJob(s.lane_id, s.lane, s.scale, render_frames=s.failure is None)
+        jobs = [LaneJob(s.lane_id, self._timed_lane(s.lane_id, s.lane), s.scale, render_frames=s.failure is None)
                 for s in self.workspace.lanes
                 if s.lane is not None and (s.failure is None or (s.features_only and s.raw_features is None))]
         if not jobs or self.num_frames == 0:
@@ -204,8 +268,37 @@ class Transport:
         if self.prerender_pending:
             self.worker.submit(0, jobs, self.num_frames, self.num_frames)
             return
-        lookahead = PLAY_LOOKAHEAD if self.playing else PAUSED_LOOKAHEAD
-        self.worker.submit(self.current_frame, jobs, lookahead, self.num_frames, self.loop)
+        if not self.playing:
+            self.worker.submit(self.current_frame, jobs, PAUSED_LOOKAHEAD, self.num_frames, self.loop)
+            return
+        decision = self.decision
+        if decision.step > 1:
+            # Every step-th frame, from the next one to show: the one on screen is held, the next is due in
+            # step frames and its render fits in them.
+            step = decision.step
+            origin = self.loop[0] if self.loop is not None and self.loop[0] <= self.current_frame <= self.loop[1] \
+                else 0
+            start = self.current_frame - (self.current_frame - origin) % step + step
+            if start >= self.num_frames:
+                start = self.current_frame
+            self.worker.submit(start, jobs, max(PLAY_LOOKAHEAD, 2 * step), self.num_frames, self.loop, step)
+            return
+        if decision.mode == RENDER_AHEAD:
+            # Frames closer than the lead cannot be ready in time: start past them and render on from there.
+            end = self.loop[1] if self.loop is not None and self.loop[0] <= self.current_frame <= self.loop[1] \
+                else self.num_frames - 1
+            soon = self.current_frame + math.ceil(decision.ratio or 1.0)
+            start = min(end, max(self._ahead_from, soon))
+            self.worker.submit(start, jobs, max(PLAY_LOOKAHEAD, end - start + 1), self.num_frames, self.loop)
+            return
+        self.worker.submit(self.current_frame, jobs, PLAY_LOOKAHEAD, self.num_frames, self.loop)
+
+    def _timed_lane(self, lane_id: int, lane: object) -> TimedLane:
+        """The lane wrapped so the render thread measures each frame's cost for the playback policy."""
+        timed = self._timed.get(lane_id)
+        if timed is None or timed.lane is not lane:
+            timed = self._timed[lane_id] = TimedLane(lane, lane_id, self.costs, self.cost_clock)
+        return timed
 
     def apply_result(self, result: object) -> None:
         """A worker result, on the owner's thread: features and failures go to the workspace."""
@@ -280,6 +373,8 @@ class Transport:
         current = {state.lane_id for state in self.workspace.lanes}
         for lane_id in self._known_lanes - current:
             self.worker.forget_lane(lane_id)
+            self.costs.forget(lane_id)
+            self._timed.pop(lane_id, None)
         self._known_lanes = current
 
     def _on_content(self) -> None:
