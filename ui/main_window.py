@@ -37,6 +37,7 @@ from ui.timeline import LANE_COLOURS, Timeline
 from workspace.clock import FPS, PlaybackClock
 from workspace.frame_cache import FrameCache
 from workspace.model import MAX_LANES, FitError, LaneState, RunnableLane, Workspace, frame_count_for
+from workspace.playback_policy import AUTO, EVERY, REDUCED, SETTINGS as PREVIEW_SETTINGS, Decision
 from workspace.render_worker import FrameFailed, FrameReady, RenderWorker
 from workspace.transport import ClockFactory, Transport
 
@@ -48,6 +49,7 @@ TICK_MS = 10  # the display timer: fine enough that a 40 ms frame is never shown
 TIMELINE_REFRESH_TICKS = 25
 STUCK_AFTER_S = 10.0  # a lane call running this long is offered a Stop (slow machines take seconds per frame)
 SHARED_Y_SETTING = "plots/sharedY"
+PREVIEW_SETTING = "playback/previewRate"  # auto / every / reduced (workspace/playback_policy.py)
 PRERENDER_FORMAT = "pre-rendering %p%"
 
 
@@ -241,7 +243,9 @@ class MainWindow(HelpMixin, SessionFilesMixin, QMainWindow):
         self.progress.setMinimumWidth(self.progress.fontMetrics().horizontalAdvance(longest) + 48)
         self.progress.setMaximumWidth(self.progress.minimumWidth() + 80)
         self.progress.setVisible(False)
+        self.policy_label = QLabel("")  # how playback plays now, and why (workspace/playback_policy.py)
         self.statusBar().addWidget(self.clock_label, 1)
+        self.statusBar().addPermanentWidget(self.policy_label)
         self.statusBar().addPermanentWidget(self.render_label)
         self.statusBar().addPermanentWidget(self.progress)
 
@@ -306,6 +310,19 @@ class MainWindow(HelpMixin, SessionFilesMixin, QMainWindow):
                                              tip="Render every frame first (with progress), then play smoothly",
                                              checkable=True)
         playback.addAction(self.prerender_action)
+        preview = playback.addMenu("Preview rate")
+        preview_group = QActionGroup(self)
+        self.preview_actions: dict[str, QAction] = {}
+        for setting, text, tip in (
+                (AUTO, "Automatic", "Play every frame when the lanes keep up; otherwise render ahead, show every "
+                                    "k-th frame or suggest pre-render, and say which in the status bar"),
+                (EVERY, "Every frame", "Always ask for every frame (frames that come late are marked late)"),
+                (REDUCED, "Reduced rate", "Show every k-th frame (at least every 2nd) while the audio plays on")):
+            action = self._action(text, lambda on, s=setting: on and self.set_preview_setting(s), tip=tip,
+                                  checkable=True)
+            preview_group.addAction(action)
+            preview.addAction(action)
+            self.preview_actions[setting] = action
 
         self.view_menu = view = self.menuBar().addMenu("&View")
         self.crop_action = self._action("Show generator crop enlarged", lambda _: self._show_frame(force=True), "C",
@@ -338,6 +355,8 @@ class MainWindow(HelpMixin, SessionFilesMixin, QMainWindow):
 
         self.prerender_action.setChecked(self.settings.value("prerender", False, type=bool))
         self.transport.prerender = self.prerender_action.isChecked()
+        preview_setting = str(self.settings.value(PREVIEW_SETTING, AUTO))
+        self.preview_actions[preview_setting if preview_setting in PREVIEW_SETTINGS else AUTO].setChecked(True)
         # The A/V offset calibrates this machine's audio path (Bluetooth, HDMI), not a session: remember it.
         self.offset_box.setValue(self.settings.value("avOffsetMs", 0.0, type=float))
         self.offset_box.valueChanged.connect(lambda value: self.settings.setValue("avOffsetMs", value))
@@ -370,6 +389,7 @@ class MainWindow(HelpMixin, SessionFilesMixin, QMainWindow):
         self.transport.frame_failed.connect(self._on_frame_failed)
         self.transport.prerender_progress.connect(self._on_prerender_progress)
         self.transport.prerender_incomplete.connect(self._on_prerender_incomplete)
+        self.transport.playback_mode_changed.connect(self._on_playback_mode)
 
     # ==========================================================================================================
     # content
@@ -658,6 +678,18 @@ class MainWindow(HelpMixin, SessionFilesMixin, QMainWindow):
         self.settings.setValue("prerender", on)
         self.transport.prerender = on
         self.transport.request_render()
+
+    def set_preview_setting(self, setting: str) -> None:
+        """Playback ▸ Preview rate: auto / every / reduced (remembered)."""
+        self.settings.setValue(PREVIEW_SETTING, setting)
+        if not self.preview_actions[setting].isChecked():
+            self.preview_actions[setting].setChecked(True)
+        self.transport.set_preview_setting(setting)
+        self._on_playback_mode(self.transport.decision)
+
+    def _on_playback_mode(self, decision: Decision) -> None:
+        self.policy_label.setText(decision.reason)
+        self.policy_label.setToolTip("How playback keeps up with the audio (Playback ▸ Preview rate)")
 
     def _on_shared_y(self, on: bool) -> None:
         self.settings.setValue(SHARED_Y_SETTING, on)
