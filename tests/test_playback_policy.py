@@ -286,3 +286,29 @@ def test_far_too_slow_lanes_suggest_pre_render_and_the_user_can_override(player_
     with pytest.raises(ValueError):
         player.transport.set_preview_setting("sometimes")
     assert player.transport.preview_setting == AUTO
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the window: the setting is a menu choice, remembered, and the status bar says how playback plays
+# ---------------------------------------------------------------------------------------------------------------
+def test_the_window_shows_the_decision_and_remembers_the_preview_rate(qtbot, tmp_path) -> None:
+    from PySide6.QtCore import QSettings
+
+    from ui.main_window import MainWindow
+
+    def window() -> MainWindow:
+        made = MainWindow(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat), prefer_audio=False)
+        qtbot.addWidget(made)
+        return made
+
+    first = window()
+    samples = np.zeros(16000 * 3, np.float32)
+    first.set_content(samples, [FakeLane("a", frame_count_for(samples))])
+    assert first.preview_actions[AUTO].isChecked() and first.transport.preview_setting == AUTO
+    first.preview_actions[REDUCED].trigger()
+    assert first.transport.preview_setting == REDUCED
+    assert first.policy_label.text().startswith("every 2nd frame (your setting)")
+    first.close()
+    second = window()
+    assert second.preview_actions[REDUCED].isChecked() and second.transport.preview_setting == REDUCED
+    second.close()
