@@ -28,6 +28,7 @@ from pipeline.lane import FailedLane, RenderedFrame
 from pipeline.metrics import scale_problem
 from pipeline.session import LaneSpec, Session
 from ui.compare_view import CompareView
+from ui.diagnostics_panel import install_diagnostics
 from ui.export_actions import install_export_actions
 from ui.help import HelpMixin
 from ui.lane_view import LaneView
@@ -337,6 +338,8 @@ class MainWindow(HelpMixin, SessionFilesMixin, QMainWindow):
             action = self._action(name, lambda _=False, i=index: self.tabs.setCurrentIndex(i), f"Ctrl+{index + 1}")
             group.addAction(action)
             view.addAction(action)
+
+        self.diagnostics = install_diagnostics(self, view)  # View ▸ Diagnostics (Ctrl+D), Scale sweep (Ctrl+Shift+D)
 
         self._build_help_menu()
 
@@ -837,4 +840,5 @@ class MainWindow(HelpMixin, SessionFilesMixin, QMainWindow):
     def shutdown(self) -> None:
         """Stop the timer, the audio and the render thread; safe to call twice."""
         self.timer.stop()
+        self.diagnostics.shutdown()
         self.transport.shutdown()

@@ -1,5 +1,6 @@
-"""The timeline: waveform, playhead (drag to scrub), loop region, which frames each lane has rendered, and which
-frames hold NaN/Inf (red marks over the top half of the lane's row).
+"""The timeline: waveform, playhead (drag to scrub), loop region, which frames each lane has rendered, which
+frames hold NaN/Inf (red marks over the top half of the lane's row), and each lane's mouth opening over the frames
+rendered so far (a line in the lane's colour over the waveform).
 
 The x axis is in video frames, so the playhead, the loop region and the rendered marks share one unit with the
 transport and the plots.
@@ -62,6 +63,9 @@ class Timeline(pg.PlotWidget):
         self._non_finite.setZValue(1)
         self.addItem(self._non_finite)
         self.non_finite_rows: list[np.ndarray] = []  # one bool row per lane, as last set (tests read it)
+        # The mouth-opening signal per lane over the frames rendered so far (ui/diagnostics_panel.py feeds it).
+        self._mouth_items: list[pg.PlotDataItem] = []
+        self.mouth_curves: list[tuple[str, np.ndarray]] = []  # (colour, opening px per frame, NaN = not yet)
         self.loop_region = pg.LinearRegionItem(values=(0, 0), brush=pg.mkBrush(253, 214, 99, 50))
         self.loop_region.setZValue(-5)
         self.loop_region.setVisible(False)
@@ -132,6 +136,24 @@ class Timeline(pg.PlotWidget):
         self._non_finite.setImage(np.ascontiguousarray(picture[::-1]), autoLevels=False, levels=(0, 255))
         height = RENDERED_ROW_HEIGHT * len(rows)
         self._non_finite.setRect(pg.QtCore.QRectF(-0.5, -1.05 - height, self.num_frames, height * 0.95))
+
+    def set_mouth_curves(self, curves: list[tuple[str, np.ndarray]]) -> None:
+        """One line per lane in the lane's colour: its mouth opening (px, NaN where not rendered yet) over the
+        waveform, all on one scale (the largest opening of any lane reaches the top), so a mouth that barely moves
+        is a flat line next to one that opens with the speech."""
+        self.mouth_curves = [(colour, np.asarray(curve, dtype=np.float64)) for colour, curve in curves]
+        while len(self._mouth_items) > len(self.mouth_curves):
+            self.removeItem(self._mouth_items.pop())
+        while len(self._mouth_items) < len(self.mouth_curves):
+            item = pg.PlotDataItem(connect="finite")
+            item.setZValue(2)
+            self.addItem(item)
+            self._mouth_items.append(item)
+        finite = [c[np.isfinite(c)] for _, c in self.mouth_curves]
+        top = max((float(c.max()) for c in finite if c.size), default=0.0)
+        for item, (colour, curve) in zip(self._mouth_items, self.mouth_curves):
+            item.setPen(pg.mkPen(colour, width=2))
+            item.setData(np.arange(len(curve), dtype=np.float64), -1.0 + 2.0 * curve / max(top, 1.0))
 
     def set_loop(self, region: tuple[int, int] | None) -> None:
         self.loop_region.setVisible(region is not None)
