@@ -343,11 +343,12 @@ def features_probe(session_path: str, lane_index: int, minutes: float, folder: s
     del source
     gc.collect()
     before = _peak_rss_mb()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     features = features_from_file(encoder.encode, clip, session.pad_mode)
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     print(json.dumps({"minutes": minutes, "samples": total, "rows": int(features.shape[0]), "seconds": seconds,
-                      "peak_mb": _peak_rss_mb(), "peak_before_mb": before}))
+                      "cpu_seconds": cpu_seconds, "peak_mb": _peak_rss_mb(), "peak_before_mb": before,
+                      "load_average": list(os.getloadavg())}))
 
 
 def measure_features(session_path: Path, lane_index: int, short_minutes: float, long_minutes: float
@@ -371,6 +372,12 @@ def measure_features(session_path: Path, lane_index: int, short_minutes: float, 
         "features_long_peak_mb": _rounded(long["peak_mb"], 1),
         "features_long_peak_before_mb": _rounded(long["peak_before_mb"], 1),
         "features_linearity": _rounded(long["seconds"] / scaled),
+        # CPU seconds too: on a shared machine the two clips run under different loads, and wall time follows the
+        # load; the CPU time a clip costs does not (as much).
+        "features_short_cpu_s": _rounded(short["cpu_seconds"]), "features_long_cpu_s": _rounded(long["cpu_seconds"]),
+        "features_linearity_cpu": _rounded(long["cpu_seconds"] / (short["cpu_seconds"] * long["minutes"]
+                                                                  / short["minutes"])),
+        "features_load_average": {"short": short["load_average"], "long": long["load_average"]},
         "features_1min_s": None, "features_60min_s": None, "features_60min_peak_mb": None,
     }
     if short_minutes == 1.0:
