@@ -17,7 +17,6 @@ import argparse
 import json
 import platform
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -33,9 +32,8 @@ def _session_path(arg: Path | None) -> tuple[Path, str]:
         return arg, str(arg)
     if demo_session_path().exists():
         return demo_session_path(), "demo"
-    from tests.builders.ui_session import make_ui_session
-
-    return make_ui_session(Path(tempfile.mkdtemp(prefix="bench-render-"))).path, "synthetic (demo missing)"
+    # Benchmarks import no test code: without the demo bundle, name a session.
+    raise SystemExit("bench_render: the demo bundle (resources/demo/demo.toml) is missing; pass --session SESSION.toml")
 
 
 def main(argv: list[str] | None = None) -> int:
