@@ -12,7 +12,9 @@ from PySide6.QtCore import QSettings, Qt
 
 from pipeline.session import demo_session_path
 
-pytestmark = pytest.mark.skipif(not demo_session_path().exists(), reason="the demo bundle is not built")
+from workspace.diagnostics import LatestOnly
+
+needs_demo = pytest.mark.skipif(not demo_session_path().exists(), reason="the demo bundle is not built")
 
 WAIT_MS = 240_000  # a loaded two-core machine renders the demo's frames at 15-40 ms each; the report takes seconds
 UNTRAINED = "Core ML encoder, converted untrained"
@@ -40,6 +42,7 @@ def _column(table, column: int) -> list[str]:
     return [table.item(row, column).text() for row in range(table.rowCount())]
 
 
+@needs_demo
 def test_the_dock_shows_the_demos_verdicts_stages_mouth_and_weights(qtbot, demo_window) -> None:
     window = demo_window
     panel = window.diagnostics
@@ -88,6 +91,7 @@ def test_the_dock_shows_the_demos_verdicts_stages_mouth_and_weights(qtbot, demo_
     assert panel.verdict(UNTRAINED).kind == "weights"  # no scale makes random weights trained
 
 
+@needs_demo
 def test_a_click_on_a_sweep_tile_sets_that_lanes_scale(qtbot, demo_window) -> None:
     window = demo_window
     panel = window.diagnostics
@@ -115,6 +119,7 @@ def test_a_click_on_a_sweep_tile_sets_that_lanes_scale(qtbot, demo_window) -> No
     assert panel.sweep.tiles[4].isChecked() and not panel.sweep.tiles[0].isChecked()
 
 
+@needs_demo
 def test_the_timeline_gets_a_mouth_curve_per_lane(qtbot, demo_window) -> None:
     window = demo_window
     frames = [40, 41, 42]
@@ -134,3 +139,40 @@ def test_the_timeline_gets_a_mouth_curve_per_lane(qtbot, demo_window) -> None:
     for slot, (_, curve) in zip(window.slots, window.timeline.mouth_curves):
         crop = window.cache.get((slot.lane_id, slot.scale, frames[-1])).crop
         assert curve[frames[-1]] == pytest.approx(float(mouth_opening(crop[None])[0]))
+
+
+class _Request:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.cancelled = threading.Event()
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+
+def test_the_worker_computes_only_the_newest_request_and_tells_superseded_ones(qtbot) -> None:
+    """Requests that wait are replaced by newer ones; one being computed is told (cancel) and its result dropped."""
+    started, computed, delivered = threading.Event(), [], []
+
+    def work(request: _Request, should_stop) -> str:
+        computed.append(request.name)
+        if request.name == "a":
+            started.set()
+            request.cancelled.wait()  # a report in flight: it stops once superseded
+            assert should_stop()
+        return request.name.upper()
+
+    runner = LatestOnly("diagnostics-test", work, lambda generation, result: delivered.append((generation, result)))
+    a, b, c = _Request("a"), _Request("b"), _Request("c")
+    runner.submit(a)
+    qtbot.waitUntil(started.is_set, timeout=60_000)
+    runner.submit(b)
+    assert a.cancelled.is_set()
+    newest = runner.submit(c)  # b never started: replaced while it waited
+    assert b.cancelled.is_set() and not c.cancelled.is_set()
+    qtbot.waitUntil(lambda: bool(delivered), timeout=60_000)
+    qtbot.waitUntil(lambda: runner.idle, timeout=60_000)
+    assert computed == ["a", "c"]
+    assert delivered == [(newest, "C")]
+    runner.stop()
+    assert not [t for t in threading.enumerate() if t.name == "diagnostics-test" and t.is_alive()]
