@@ -74,6 +74,15 @@ def test_the_reduced_step_fits_each_shown_frame_in_its_time_with_headroom(ratio,
     assert ratio <= 0.9 * step
 
 
+def test_a_reduced_rate_steps_down_only_when_the_cost_is_clearly_lower() -> None:
+    before = choose(0.100, BUDGET, 750, 750)  # ratio 2.5: every 3rd frame
+    assert before.step == 3
+    assert choose(0.070, BUDGET, 750, 750, previous=before).step == 3  # ratio 1.75 fits 2, but only just
+    assert choose(0.055, BUDGET, 750, 750, previous=before).step == 2  # ratio 1.375: clearly fits every 2nd
+    assert choose(0.070, BUDGET, 750, 750).step == 2  # without a decision in force, the smallest step that fits
+    assert choose(0.150, BUDGET, 750, 750, previous=before).step == 5  # slower: at once
+
+
 def test_far_too_slow_suggests_pre_render() -> None:
     decision = choose(0.200, BUDGET, 750, 750)  # ratio 5: every 6th frame would be 4 pictures a second
     assert decision.mode == SUGGEST_PRERENDER and decision.step == 6

@@ -39,6 +39,8 @@ COST_WINDOW = 15  # frames per lane in the moving median
 MIN_SAMPLES = 3  # per lane, before the policy trusts its median
 MAX_LEAD_FRAMES = 50  # render ahead only when at most 2 s of frames would be held before it catches up
 MAX_STEP = 4  # below 25/4 = 6.25 pictures a second, suggest pre-render
+STEP_DOWN_MARGIN = 0.8  # a reduced rate goes back to a smaller step only when the cost is 20% under that step's
+# limit: costs wander on a busy machine, and each change of step moves the frames shown off those rendered ahead
 
 EVERY_FRAME = "every_frame"
 RENDER_AHEAD = "render_ahead"
@@ -92,12 +94,22 @@ def render_ahead_lead(ratio: float, frames_left: int, uncached: int) -> int:
     return math.ceil(max(0.0, uncached * ratio - frames_left) + ratio - 1e-9)
 
 
+def _steady_step(step: int, ratio: float, previous: Decision | None, setting: str) -> int:
+    """Keep the previous reduced step while the cost is not clearly below it (no flapping between k and k-1)."""
+    if previous is None or previous.setting != setting or previous.mode not in (REDUCED_RATE, SUGGEST_PRERENDER):
+        return step
+    if previous.step > step and reduced_step(ratio / STEP_DOWN_MARGIN) >= previous.step:
+        return previous.step
+    return step
+
+
 def choose(cost_s: float | None, budget_s: float, frames_left: int, uncached: int,
-           setting: str = AUTO) -> Decision:
+           setting: str = AUTO, previous: Decision | None = None) -> Decision:
     """The decision for a per-frame cost (all lanes, seconds; None: not measured yet) against a budget (seconds).
 
     ``frames_left``: frames from the playhead to the end of what plays (the loop region's end, else the clip's);
-    ``uncached``: how many of them some lane still has to render."""
+    ``uncached``: how many of them some lane still has to render; ``previous``: the decision in force (a reduced
+    rate steps down only when the cost is clearly lower, STEP_DOWN_MARGIN)."""
     if setting not in SETTINGS:
         raise ValueError(f"preview rate setting: expected one of {', '.join(SETTINGS)}, found {setting!r}")
     budget_ms = budget_s * 1000.0
@@ -117,7 +129,7 @@ def choose(cost_s: float | None, budget_s: float, frames_left: int, uncached: in
         return Decision(EVERY_FRAME, f"every frame (your setting): {figures}{late}", cost_ms=cost_ms,
                         budget_ms=budget_ms, setting=setting)
     if setting == REDUCED:
-        step = max(2, reduced_step(ratio))
+        step = _steady_step(max(2, reduced_step(ratio)), ratio, previous, setting)
         return Decision(REDUCED_RATE, f"every {_ordinal(step)} frame (your setting): {figures}", step=step,
                         cost_ms=cost_ms, budget_ms=budget_ms, setting=setting)
     if ratio <= HEADROOM:
@@ -130,7 +142,7 @@ def choose(cost_s: float | None, budget_s: float, frames_left: int, uncached: in
         return Decision(RENDER_AHEAD, f"rendering {lead} frames ahead of the playhead ({lead / FPS:.1f} s held, "
                                       f"then every frame): {figures}", lead=lead,
                         lookahead=max(1, frames_left - lead), cost_ms=cost_ms, budget_ms=budget_ms)
-    step = reduced_step(ratio)
+    step = _steady_step(reduced_step(ratio), ratio, previous, setting)
     if step <= MAX_STEP:
         return Decision(REDUCED_RATE, f"every {_ordinal(step)} frame ({FPS / step:.1f} pictures/s, the audio "
                                       f"plays on): {figures}", step=step, cost_ms=cost_ms, budget_ms=budget_ms)

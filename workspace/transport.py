@@ -198,7 +198,8 @@ class Transport:
                 have[indices] = True
                 ahead |= ~have
             uncached = int(ahead.sum())
-        decision = choose(cost, 1.0 / (FPS * self.speed), frames_left, uncached, self.preview_setting)
+        decision = choose(cost, 1.0 / (FPS * self.speed), frames_left, uncached, self.preview_setting,
+                          previous=self.decision if self.playing else None)
         self._decided_at = frame
         self._ahead_from = frame + decision.lead
         if decision != self.decision:
