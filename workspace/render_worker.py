@@ -299,6 +299,8 @@ class RenderWorker:
             if epoch != self._epoch:
                 return  # this thread was retired while it was stuck in the call: its result belongs to no one
             busy, self._busy = self._busy, None
+            if self._stopped:
+                return  # shutting down: the call may have been cancelled; nobody waits for its result
         if job.lane_id in self._stopped_lanes:
             self._failed.add(job.lane_id)
             seconds = time.monotonic() - busy.since if busy is not None else 0.0
