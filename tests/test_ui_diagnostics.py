@@ -77,9 +77,11 @@ def test_the_dock_shows_the_demos_verdicts_stages_mouth_and_weights(qtbot, demo_
     assert float(panel.mouth.item(mouth[UNTRAINED], 4).text()) < float(panel.mouth.item(mouth[UNTRAINED], 6).text())
 
     # The weight comparison of the encoder files: the Core ML package holds untrained weights.
-    weights = [(panel.weights.item(r, 0).text(), panel.weights.item(r, 1).text(), panel.weights.item(r, 2).text())
-               for r in range(panel.weights.rowCount())]
+    weights = [(panel.weights.item(r, 0).text(), panel.weights.item(r, 1).text(),
+                panel.weights.item(r, 2).text().split()[0]) for r in range(panel.weights.rowCount())]
     assert (UNTRAINED, "encoder", "yes") in weights
+    assert panel.verdict(UNTRAINED).evidence.get("weights_untrained") is True  # and the verdict says so
+    assert "look untrained" in panel.verdict(UNTRAINED).explanation
 
     # A scale change recomputes (debounced) with the new scale in the report's lanes.
     generation = panel.reports.generation

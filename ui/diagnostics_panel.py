@@ -254,7 +254,8 @@ class DiagnosticsPanel(QDockWidget):
                          _number(metrics.get("mouth_psnr"), ".1f"), _number(metrics.get("mouth_ssim"), ".3f"),
                          _number(metrics.get("psnr"), ".1f"), measure["summary"]])
         _fill(self.mouth, rows)
-        _fill(self.weights, [[w.lane, w.role, _number(w.untrained) if w.error is None else "–",
+        _fill(self.weights, [[w.lane, w.role, f"{_number(w.untrained)} ({w.untrained_layers} of {w.layers} layers "
+                              "at PyTorch's default initialisation)" if w.error is None else "–",
                               f"{w.differing} of {w.layers}" if w.error is None else "–",
                               w.verdict if w.error is None else f"cannot compare: {w.error}"]
                              for w in result.weights])

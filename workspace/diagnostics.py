@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 REPORT_FRAMES = 6  # generator outputs compared per refresh: the report's default is 12; the window stays quick
 MOUTH_FRAMES = 24  # frames spread over the clip for the mouth measures (report's default: 64)
 SWEEP_STEPS = 9
+MAX_TRACKED_SCALES = 16  # mouth curves kept per lane (one per scale the lane was rendered at, newest kept)
 SWEEP_SCALES = tuple(float(s) for s in np.logspace(0.0, 3.0, SWEEP_STEPS))  # 1x .. 1000x, logarithmic
 
 
@@ -121,6 +122,7 @@ class WeightsEntry:
     verdict: str
     untrained: bool = False
     layers: int = 0
+    untrained_layers: int = 0
     differing: int = 0
     error: str | None = None
 
@@ -152,7 +154,7 @@ def weights_evidence_for(cache: "WeightsCache") -> Callable[[Lane, Lane, str], d
             return None
         if entry.error is not None:
             return {"detail": f"the weights could not be compared ({entry.error})"}
-        return {"untrained": entry.untrained, "untrained_layers": None, "layers": entry.layers,
+        return {"untrained": entry.untrained, "untrained_layers": entry.untrained_layers, "layers": entry.layers,
                 "detail": entry.verdict}
 
     return evidence
@@ -188,6 +190,7 @@ class WeightsCache:
             diff = diff_weights(a, b)
             entry = WeightsEntry(lane.name, role, str(a), str(b), diff.verdict,
                                  untrained=len(diff.untrained_b) * 2 > len(diff.b.layers), layers=len(diff.b.layers),
+                                 untrained_layers=len(diff.untrained_b),
                                  differing=sum(1 for c in diff.layers if "weights differ" in c.flags))
         except (InputError, OSError, ValueError) as error:
             entry = WeightsEntry(lane.name, role, str(a), str(b), "", error=str(error))
@@ -300,10 +303,19 @@ class MouthTrack:
         """A rendered frame's generator crop ([S, S, 3] uint8): one narrow slice of it is measured."""
         if not 0 <= index < self.num_frames:
             return
-        curve = self._curves.get((lane_id, float(scale)))
+        try:
+            opening = float(mouth_opening(np.asarray(crop)[None])[0])
+        except InputError:  # not a colour crop (a stand-in lane's picture): nothing to measure
+            return
+        key = (lane_id, float(scale))
+        curve = self._curves.pop(key, None)
         if curve is None:
-            curve = self._curves[(lane_id, float(scale))] = np.full(self.num_frames, np.nan)
-        curve[index] = float(mouth_opening(np.asarray(crop)[None])[0])
+            curve = np.full(self.num_frames, np.nan)
+            scales = [k for k in self._curves if k[0] == lane_id]
+            for old in scales[:max(0, len(scales) - MAX_TRACKED_SCALES + 1)]:  # a slider drag: keep the latest
+                del self._curves[old]
+        self._curves[key] = curve  # most recently used last
+        curve[index] = opening
 
     def curve(self, lane_id: int, scale: float) -> np.ndarray | None:
         return self._curves.get((lane_id, float(scale)))
