@@ -398,7 +398,7 @@ def _features_verdict(lane: np.ndarray, ref: np.ndarray, evidence: dict[str, Any
     check = evidence.get("audio_dependence")
     follows = follows_audio(lane, ref) if lane.shape == ref.shape and lane.shape[0] > 4 else math.nan
     figures["follows_audio"] = follows
-    if check and check.get("ignored"):
+    if check and check.get("ignored") and check.get("where", "encoder") == "encoder":
         figures.update({f"audio_check_{k}": v for k, v in check.items() if isinstance(v, (int, float))})
         return Verdict("features", "audio_ignored",
                        "the lane's encoder ignores its audio: " + str(check.get("explanation", "its features do not "
@@ -630,6 +630,11 @@ def _divergence_at(stage: str, lane: LaneArrays, ref: LaneArrays, ctx: Reference
                            "generator, so its weights, its audio tensors and its crop are all suspects: dump its "
                            "tensors and inputs too (session keys tensors, inputs) to tell them apart",
                            dict(plain.figures))
+        check = evidence.get("audio_dependence") or {}
+        if check.get("ignored") and check.get("where") == "generator":
+            figures = {**plain.figures, "outputs_change": check.get("outputs_change")}
+            return Verdict("outputs", "audio_ignored", f"the generator ignores its audio: {check.get('explanation')}",
+                           figures)
         weights = evidence.get("generator_weights") or {}
         sentence = (f"the generator's outputs differ on the same inputs ({_describe_figures(plain.figures)}): its "
                     "weights or operations differ")

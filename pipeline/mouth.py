@@ -225,6 +225,10 @@ class AudioDependence:
     mouth_change_reversed: float | None
     explanation: str
     details: dict[str, Any] = field(default_factory=dict)
+    # Which part does not hear: "encoder" (features unchanged), "generator" (features change, outputs do not), or
+    # None when the lane follows its audio.
+    where: str | None = None
+    outputs_change: float | None = None  # max |output difference| (0-1 scale) over silence and reversed
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -232,6 +236,7 @@ class AudioDependence:
 
 UNCHANGED_REL = 1e-4  # features that move less than this (relative) did not hear the audio
 UNCHANGED_PX = 0.5
+UNCHANGED_OUTPUT = 1e-4  # generator outputs (0-1) that move less than this did not hear the audio tensor
 
 
 def audio_dependence(lane: Any, frames: list[int]) -> AudioDependence | None:
@@ -255,27 +260,38 @@ def audio_dependence(lane: Any, frames: list[int]) -> AudioDependence | None:
     mouth: dict[str, float | None] = {}
     can_draw = lane.generator is not None and lane.avatar is not None and not lane.shows_dumped_frames \
         and getattr(lane, "input_dump", None) is None
-    opening = mouth_opening(np.stack([lane.raw_output(i) for i in frames])) if can_draw and frames else None
+    outputs = np.stack([lane.raw_output(i) for i in frames]) if can_draw and frames else None
+    opening = mouth_opening(outputs) if outputs is not None else None
+    output_change = 0.0
     for name, samples in variants.items():
         other = Lane(lane.spec, audio_from_array(samples, SAMPLE_RATE), lane.avatar, pad_mode=lane.pad_mode,
                      models=lane.models)
         feats = other.features()
         change[name] = float(np.abs(feats.astype(np.float64) - base).max() / peak) if feats.shape == base.shape \
             else math.inf
-        if opening is not None:
-            other_opening = mouth_opening(np.stack([other.raw_output(i) for i in frames]))
-            mouth[name] = float(np.abs(other_opening - opening).max())
+        if outputs is not None and opening is not None:
+            other_outputs = np.stack([other.raw_output(i) for i in frames])
+            output_change = max(output_change, float(np.abs(other_outputs.astype(np.float64) - outputs).max()))
+            mouth[name] = float(np.abs(mouth_opening(other_outputs) - opening).max())
         else:
             mouth[name] = None
     features_same = all(v <= UNCHANGED_REL for v in change.values())
     mouth_same = all(v is not None and v <= UNCHANGED_PX for v in mouth.values())
     ignored = features_same and (opening is None or mouth_same)
+    where = "encoder" if ignored else None
     if ignored:
         explanation = (f"its features do not change on silence (relative change {change['silence']:.2g}) nor on the "
                        f"reversed clip ({change['reversed']:.2g})"
                        + (", and neither does the mouth" if opening is not None else ""))
+    elif outputs is not None and output_change <= UNCHANGED_OUTPUT:
+        # The encoder hears the audio, the generator does not use what it hears: the mouth is the same on silence.
+        ignored, where = True, "generator"
+        explanation = (f"its generator ignores the audio tensor: the features change on silence (by "
+                       f"{change['silence']:.2g} of their peak) but the generated frames do not (max change "
+                       f"{output_change:.2g})")
     else:
         explanation = (f"its output follows the audio (features change by {change['silence']:.2g} on silence, "
                        f"{change['reversed']:.2g} reversed, relative to their peak)")
     return AudioDependence(ignored, change["silence"], change["reversed"], mouth["silence"], mouth["reversed"],
-                           explanation, {"frames": list(frames)})
+                           explanation, {"frames": list(frames)}, where,
+                           output_change if outputs is not None else None)

@@ -509,8 +509,9 @@ class _Study:
             self._context = divergence.context_for(self.reference)
         evidence: dict[str, Any] = {}
         verdict = divergence.diagnose(arrays, ref, self._context, evidence)
-        if verdict.first_divergent_stage == "features" and verdict.kind in ("weights", "audio_ignored") \
-                and self.audio_check:
+        if self.audio_check and ((verdict.first_divergent_stage == "features" and verdict.kind in
+                                  ("weights", "audio_ignored")) or
+                                 (verdict.first_divergent_stage == "outputs" and verdict.kind == "weights")):
             from pipeline.mouth import audio_dependence
 
             check = audio_dependence(lane, self.frames[:: max(1, len(self.frames) // 4)])

@@ -489,3 +489,18 @@ def test_a_frame_the_dump_does_not_hold_is_named(tmp_path):
     assert dump.frames == [4, 9] and dump.size == 160
     with pytest.raises(InputError, match=r"holds frames 4\.\.9 \(2 of them\), frame 5 was asked for"):
         dump.item(5)
+
+
+def test_a_generator_that_ignores_its_audio_is_audio_ignored_at_the_output_stage(world):
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(world["dir"] / "gen_other.onnx"))
+    for index, init in enumerate(model.graph.initializer):
+        if init.name == "tiny_wa":  # the audio branch's weights: zero, so the audio tensor never reaches the mouth
+            zero = numpy_helper.from_array(np.zeros_like(numpy_helper.to_array(init)), init.name)
+            model.graph.initializer[index].CopyFrom(zero)
+    onnx.save(model, str(world["dir"] / "gen_deaf.onnx"))
+    d = _diagnose(world, "gen_deaf", generator="gen_deaf.onnx")
+    assert (d.first_divergent_stage, d.kind) == ("outputs", "audio_ignored")
+    assert "generator ignores" in d.explanation
