@@ -3,6 +3,7 @@
     python benchmarks/bench_playback.py                          # the demo's two lanes, 30 s, preview rate auto
     python benchmarks/bench_playback.py --settings auto,every    # one play per setting, same lanes, cache emptied
     python benchmarks/bench_playback.py --session my.toml --seconds 10
+    python benchmarks/bench_playback.py --synthetic              # tests' two small lanes (160 px generator)
 
 Plays the session's lanes through the Qt-free Transport (the window's model: the same clock, render thread, frame
 cache and playback policy) on a private JACK server with the dummy driver (48 kHz, 480-frame periods: a real-time
@@ -18,6 +19,8 @@ log of audio blocks (sample -> DAC time), and the A/V error is (picture's frame 
 - late_frames: per lane, playhead frames whose picture was not there yet (shown late or never);
 - av_error_ms: median and p99 of |A/V error| over every tick and lane (a reduced preview rate holds frames by
   design: up to step - 1 frames of error);
+- onset_av_error_ms: |A/V error| at the moments a lane's picture changes (the new frame's start against the heard
+  time): whether a mouth appears with its sound, whatever the rate;
 - the policy's mode and reason at the end, and every decision it announced.
 
 Without jackd (Debian package jackd2) it prints a message and a JSON line with "skipped" and exits 0. Figures,
@@ -189,12 +192,17 @@ def _play(transport, workspace, seconds: float, setting: str) -> dict:
     transport.playback_mode_changed.disconnect(on_decision)
 
     heard = _heard_frames(blocks, [o[0] for o in observations])
-    picture_errors, playhead_errors = [], []
+    picture_errors, playhead_errors, onset_errors = [], [], []
+    previous: list[int | None] = [None] * len(lanes)
     for (now, playhead, pictures), frame in zip(observations, heard):
-        if frame is None:
-            continue
-        playhead_errors.append(abs(playhead + 0.5 - frame) * 40.0)
-        picture_errors.extend(abs(p + 0.5 - frame) * 40.0 for p in pictures if p is not None)
+        if frame is not None:
+            playhead_errors.append(abs(playhead + 0.5 - frame) * 40.0)
+            picture_errors.extend(abs(p + 0.5 - frame) * 40.0 for p in pictures if p is not None)
+        for k, picture in enumerate(pictures):
+            if picture is not None and picture != previous[k] and frame is not None:
+                # the moment a new mouth appears: (its start - the heard time), negative when it comes early
+                onset_errors.append((picture - frame) * 40.0)
+            previous[k] = picture
 
     def summary(values: list[float]) -> dict:
         if not values:
@@ -215,6 +223,8 @@ def _play(transport, workspace, seconds: float, setting: str) -> dict:
         "playhead_frames": len(set().union(*reached.values())) if reached else 0,
         "av_error_ms": summary(picture_errors),
         "playhead_av_error_ms": summary(playhead_errors),
+        "onset_av_error_ms": summary([abs(e) for e in onset_errors]),
+        "pictures_changed": len(onset_errors),
         "cost_ms": {names[s.lane_id]: (None if transport.costs.median(s.lane_id) is None
                                        else round(transport.costs.median(s.lane_id) * 1000, 1)) for s in lanes},
         "mode": transport.decision.mode,
@@ -228,6 +238,8 @@ def _play(transport, workspace, seconds: float, setting: str) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--session", type=Path, help="default: the demo (resources/demo/demo.toml)")
+    parser.add_argument("--synthetic", action="store_true",
+                        help="the tests' synthetic session (espeak speech, tiny ONNX models): lanes that fit")
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--settings", default="auto", help="comma-separated preview rates: auto, every, reduced")
     parser.add_argument("--json", type=Path, help="also write the JSON here")
@@ -252,8 +264,12 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({"skipped": f"PortAudio has no JACK host API: {sounddevice.query_hostapis()}"}))
             return 0
         device = apis[0]["default_output_device"]
-        session_path = args.session or demo_session_path()
         folder = Path(tempfile.mkdtemp(prefix="bench-playback-"))
+        session_path = args.session or demo_session_path()
+        if args.synthetic:
+            from tests.builders.ui_session import make_ui_session
+
+            session_path = make_ui_session(folder / "synthetic").path
         bench_session = _tiled_session(session_path, args.seconds, folder)
         workspace = Workspace(models=MODELS)
         transport = Transport(workspace, audio_device=device,
@@ -292,7 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     for run in result["runs"]:
         print(f"[{run['setting']}] played {run['seconds_played']} s: shown {run['frames_shown']}, late "
               f"{run['late_frames']}, A/V error median {run['av_error_ms']['median']} ms p99 "
-              f"{run['av_error_ms']['p99']} ms; lane cost {run['cost_ms']} ms; mode {run['mode']}: {run['reason']}",
+              f"{run['av_error_ms']['p99']} ms, at picture changes median {run['onset_av_error_ms']['median']} ms p99 "
+              f"{run['onset_av_error_ms']['p99']} ms ({run['pictures_changed']} changes); lane cost {run['cost_ms']} ms; mode {run['mode']}: {run['reason']}",
               file=sys.stderr)
     text = json.dumps(result)
     print(text)
