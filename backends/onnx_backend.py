@@ -397,6 +397,10 @@ class OnnxGenerator:
             self.tensors.image.name: np.ascontiguousarray(image, dtype=self._image_dtype),
             self.tensors.audio.name: np.ascontiguousarray(audio, dtype=self._audio_dtype),
         }
+        fixed = self.tensors.batch
+        if (fixed == 1 and len(image) == 1) or (fixed is None and len(image) <= GENERATOR_BATCH):
+            # One call (a frame while playing): no batching machinery, no copy of the output.
+            return self._checked_output(self._model.run(self.tensors.output, feed), len(image))
         parts = _run_in_batches(self._model, self.tensors.output, self.tensors.batch, GENERATOR_BATCH, feed,
                                 self._checked_output)
         if len(parts) == 1:  # one frame a call while playing: no copy of the output

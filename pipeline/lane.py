@@ -283,7 +283,7 @@ class Lane:
         # One uint8 conversion serves the pasted frame and the crop view (paste_back would convert again).
         crop = output_to_uint8(out)  # contiguous HWC
         image = paste_mouth(avatar.frame(k), avatar.crop_box(k), prepared.resized_crop, crop)
-        bad = int(out.size - np.count_nonzero(np.isfinite(out)))
+        bad = _non_finite_count(out)
         return RenderedFrame(image=image, crop=crop, template_index=k, non_finite=bad)
 
     def frames(self, indices: list[int] | range, scale: float | None = None,
@@ -311,7 +311,7 @@ class Lane:
                 k = self.template_index(i)
                 crop = output_to_uint8(out)
                 image = paste_mouth(avatar.frame(k), avatar.crop_box(k), p.resized_crop, crop)
-                bad = int(out.size - np.count_nonzero(np.isfinite(out)))
+                bad = _non_finite_count(out)
                 rendered.append(RenderedFrame(image=image, crop=crop, template_index=k, non_finite=bad))
         return rendered
 
@@ -331,6 +331,14 @@ class Lane:
     def _check_frame(self, i: int) -> None:
         if not 0 <= i < self.num_frames:
             raise InputError(f"lane {self.name!r}: frame {i} is out of range; expected 0..{self.num_frames - 1}")
+
+
+def _non_finite_count(out: np.ndarray) -> int:
+    """NaN/Inf values in a generator output. A sum is finite only when every value is (a NaN or Inf anywhere makes
+    it NaN or Inf), so the usual all-finite frame costs one reduction instead of a boolean array and a count."""
+    if np.isfinite(out.sum(dtype=np.float64)):
+        return 0
+    return int(out.size - np.count_nonzero(np.isfinite(out)))
 
 
 def open_encoder_source(path: Path, options: dict[str, Any], models: ModelOpener | None) -> Encoder | FeatureDump:
