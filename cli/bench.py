@@ -171,18 +171,24 @@ def measure_render(lane: Any, frames: int, repeats: int) -> dict[str, Any]:
 
     raw_pass()
     app_pass()  # warm: session arenas, the lane's prepared template inputs
-    raw_ms, app_ms = [], []
+    raw_ms, app_ms, raw_cpu, app_cpu = [], [], [], []
     for _ in range(repeats):
         for label, function in (("raw", raw_pass), ("app", app_pass)):
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             function()
             per_frame = (time.perf_counter() - start) * 1000.0 / len(indices)
+            cpu_per_frame = (time.process_time() - cpu_start) * 1000.0 / len(indices)
             (raw_ms if label == "raw" else app_ms).append(per_frame)
+            (raw_cpu if label == "raw" else app_cpu).append(cpu_per_frame)
     raw_median, app_median = _median(raw_ms), _median(app_ms)
     return {
         "render_lane": lane.name, "render_frames": len(indices),
         "render_app_ms": _rounded(app_median), "render_raw_ms": _rounded(raw_median),
         "render_ratio": _rounded(raw_median / app_median),
+        # CPU milliseconds of this process per frame: on a machine shared by many, wall time follows everyone's
+        # load; CPU time is what this process itself spends (onnxruntime's spinning threads included in both).
+        "render_app_cpu_ms": _rounded(_median(app_cpu)), "render_raw_cpu_ms": _rounded(_median(raw_cpu)),
+        "render_ratio_cpu": _rounded(_median(raw_cpu) / _median(app_cpu)),
         "generator_call_ms": _rounded(raw_median),
         "render_generator": generator.provenance.summary(),
     }
