@@ -43,15 +43,26 @@ def _column(table, column: int) -> list[str]:
 
 
 @needs_demo
-def test_the_dock_shows_the_demos_verdicts_stages_mouth_and_weights(qtbot, demo_window) -> None:
+def test_the_dock_shows_the_demos_verdicts_stages_mouth_and_weights(qtbot, demo_window, monkeypatch) -> None:
+    import ui.diagnostics_panel
+
     window = demo_window
     panel = window.diagnostics
+    threads: list[str] = []
+    compute = ui.diagnostics_panel.compute
+
+    def recorded(*args, **kwargs):
+        threads.append(threading.current_thread().name)
+        return compute(*args, **kwargs)
+
+    monkeypatch.setattr(ui.diagnostics_panel, "compute", recorded)
     assert not panel.isVisible()
     assert panel.toggle_action.shortcut().toString() == "Ctrl+D"
     panel.toggle_action.trigger()  # View ▸ Diagnostics
     assert panel.isVisible()
     qtbot.waitUntil(lambda: panel.result is not None, timeout=WAIT_MS)
     assert panel.result.report is not None, panel.status.text()
+    assert threads and set(threads) == {"diagnostics-report"}  # never on the window's thread
 
     verdict = panel.verdict(UNTRAINED)
     assert verdict.kind == "weights" and verdict.first_divergent_stage == "features"
