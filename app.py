@@ -12,11 +12,17 @@ Exit codes: 0 ok, 2 usage or input error (message on stderr), 1 unexpected failu
 
 from __future__ import annotations
 
+import os
 import sys
 
 
 def main(argv: list[str] | None = None) -> int:
     """Dispatch to a headless subcommand or open the window; returns the process exit code."""
+    # The checkout's packages first: `.venv/bin/lipsync-compare` (an editable install) maps only the packages that
+    # existed when it was installed, so a package added since would be missing without this.
+    root = os.path.dirname(os.path.abspath(__file__))
+    if root not in sys.path:
+        sys.path.insert(0, root)
     from cli.main import run
 
     return run(sys.argv[1:] if argv is None else argv)
