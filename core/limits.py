@@ -107,19 +107,6 @@ def check_image(width: int, height: int, what: str) -> None:
                          f"{MAX_IMAGE_PIXELS / 1e6:g} megapixels per frame (core/limits.py)")
 
 
-def read_text_file(path: str | os.PathLike[str], what: str, expected: str) -> str:
-    """A small UTF-8 text file (session, landmarks, rectangles): checked to be a regular file of sane size first."""
-    path = input_file(path, what, expected)
-    size = path.stat().st_size
-    check_size(size, MAX_TEXT_BYTES, f"{what} {path}")
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{what} {path}: expected UTF-8 text, found a byte that is not UTF-8 at offset {exc.start}") from None
-    except OSError as exc:
-        raise InputError(f"{what} {path}: expected {expected}, found a file that cannot be read ({exc.strerror or exc})") from None
-
-
 # --- the time limit -------------------------------------------------------------------------------------------
 
 class TimeLimitExceeded(InputError):

@@ -458,7 +458,8 @@ def test_a_home_folder_that_cannot_be_expanded_is_a_session_problem(tmp_path):
         encoder = "{ENCODER}"
         generator = "~no_such_user_here/g.pth"
         """)
-    with pytest.raises(InputError, match=r"lanes\[0\] \(a\)\.generator = '~no_such_user_here/g.pth': expected a usable path"):
+    with pytest.raises(InputError,
+                       match=r"lanes\[0\] \(a\)\.generator = '~no_such_user_here/g.pth': expected a usable path"):
         load_session(session)
 
 
@@ -501,7 +502,8 @@ def test_a_npy_header_numpy_cannot_tokenize_is_a_message(tmp_path):
 
     # numpy parses the header with tokenize, which raised TokenError (neither ValueError nor OSError).
     (tmp_path / "f.npy").write_bytes(b"\x93NUMPY\x01\x00v\x00" + bytes(117) + b"{")
-    with pytest.raises(InputError, match=r"f\.npy: not a NumPy \.npy file: expected a \.npy header, found one that cannot be read"):
+    with pytest.raises(InputError,
+                       match=r"f\.npy: not a NumPy \.npy file: expected a \.npy header, found one that cannot be read"):
         load_feature_dump(tmp_path / "f.npy")
 
 

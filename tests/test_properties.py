@@ -19,8 +19,9 @@ from hypothesis.extra import numpy as hnp
 
 from core.errors import InputError
 
-SETTINGS = settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-FAST = settings(max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+_FIXTURES = [HealthCheck.function_scoped_fixture]  # tmp_path is reused across examples: each writes its own file
+SETTINGS = settings(max_examples=60, deadline=None, database=None, suppress_health_check=_FIXTURES)
+FAST = settings(max_examples=200, deadline=None, database=None, suppress_health_check=_FIXTURES)
 
 
 def _write(tmp_path: Path, name: str, data: bytes) -> Path:
@@ -103,8 +104,10 @@ def test_a_valid_session_round_trips_through_save(tmp_path, names, scales):
     session = session_from_dict(data, base_dir=tmp_path)
     saved = save_session(session, tmp_path / "s.toml")
     again = load_session(tmp_path / "s.toml")
-    assert [(l.name, l.encoder, l.generator, l.scale) for l in again.lanes] == \
-        [(l.name, l.encoder, l.generator, l.scale) for l in saved.lanes]
+    def facts(lanes):
+        return [(lane.name, lane.encoder, lane.generator, lane.scale) for lane in lanes]
+
+    assert facts(again.lanes) == facts(saved.lanes)
 
 
 # --- landmarks (.lms) -----------------------------------------------------------------------------------------
@@ -158,10 +161,11 @@ def test_valid_rectangles_are_read_as_written(tmp_path, rects):
     assert [box.as_list() for box in _boxes_from_rectangles(path, len(rects))] == rects
 
 
+rect_entries = st.one_of(json_values, st.fixed_dictionaries({"rect": json_values}))
+
+
 @SETTINGS
-@given(data=st.one_of(json_values, st.dictionaries(st.sampled_from(["0", "1", "2", "x"]),
-                                                    st.one_of(json_values, st.fixed_dictionaries({"rect": json_values})),
-                                                    max_size=4)),
+@given(data=st.one_of(json_values, st.dictionaries(st.sampled_from(["0", "1", "2", "x"]), rect_entries, max_size=4)),
        count=st.integers(1, 3))
 def test_any_json_as_rectangles_is_boxes_or_a_message(tmp_path, data, count):
     from pipeline.avatar import _boxes_from_rectangles
