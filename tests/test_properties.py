@@ -280,3 +280,29 @@ def test_negative_frame_ranges_reach_the_parser_without_the_equals_form(start, s
     if not other.startswith("-"):  # anything else is left to argparse as it was
         assert join_negative_values(["dump", "--frames", other]) == ["dump", "--frames", other]
     assert join_negative_values(["dump", "--out", value]) == ["dump", "--out", value]
+
+
+# --- audio headers --------------------------------------------------------------------------------------------
+
+@SETTINGS
+@given(rate=st.integers(1, 2_000_000), channels=st.integers(1, 8), frames=st.integers(0, 4000))
+def test_any_wav_header_rate_gives_audio_or_a_message_naming_the_limit(tmp_path, rate, channels, frames):
+    import struct
+
+    from core import limits
+    from pipeline.audio import load_audio
+
+    data = bytes(frames * channels * 2)
+    header = (b"RIFF" + struct.pack("<I", 36 + len(data)) + b"WAVEfmt " +
+              struct.pack("<IHHIIHH", 16, 1, channels, rate, (rate * channels * 2) & 0xFFFFFFFF, channels * 2, 16) +
+              b"data" + struct.pack("<I", len(data)))
+    path = _write(tmp_path, "a.wav", header + data)
+    try:
+        audio = load_audio(path)
+    except InputError as error:
+        assert str(path) in str(error)
+        if not limits.MIN_SAMPLE_RATE <= rate <= limits.MAX_SAMPLE_RATE:
+            assert f"found {rate} Hz" in str(error) and "core/limits.py" in str(error)
+        return
+    assert limits.MIN_SAMPLE_RATE <= rate <= limits.MAX_SAMPLE_RATE
+    assert audio.samples.dtype == np.float32 and audio.samples.ndim == 1
