@@ -25,7 +25,7 @@ from pipeline.features import audio_tensors
 from pipeline.metrics import check_scale, feature_peak
 from pipeline.streaming import features_from_mel, streamed_melspectrogram
 from pipeline.session import LaneSpec, Session
-from pipeline.windows import mel_windows, num_windows
+from pipeline.windows import mel_windows, num_windows, window_starts
 
 
 RENDER_BATCH = 16  # frames per generator call in Lane.frames (pre-render, exports)
@@ -175,7 +175,37 @@ class Lane:
     @property
     def num_frames(self) -> int:
         """Output frames: one per padded feature row (N + 2)."""
+        if self._raw_features is None and self.draws_before_features:
+            return self.num_windows + 2  # what features_from_mel will return, without waiting for it
         return int(self.raw_features().shape[0])
+
+    @property
+    def draws_before_features(self) -> bool:
+        """True when frame i can be drawn before the whole clip's features exist, from just the windows its 16
+        feature rows come from (an encoder model; not a feature or tensor dump)."""
+        return isinstance(self.encoder, Encoder) and self.tensor_dump is None
+
+    def features_near(self, i: int) -> np.ndarray:
+        """Padded feature rows max(0, i-8) .. min(N+2, i+8) - 1, unscaled: the rows frame i's audio tensor holds,
+        encoded from just the windows they come from (padded row r is window clamp(r - 1, 0, N - 1)). Equal bit for
+        bit to raw_features()[max(0, i-8):min(N+2, i+8)] (tests/test_playback_policy.py)."""
+        with self._lock:
+            if self._raw_features is not None:
+                return self._raw_features[max(0, i - 8):min(self._raw_features.shape[0], i + 8)]
+        encoder = self._require_encoder()
+        mel = self.mel()
+        count = num_windows(mel.shape[0])
+        low, high = max(0, i - 8), min(count + 2, i + 8)
+        needed = np.clip(np.arange(low, high) - 1, 0, count - 1)
+        unique = np.unique(needed)
+        starts = window_starts(mel.shape[0])[unique]
+        windows = mel[starts[:, None] + np.arange(16)[None, :]]  # as mel_windows gathers them
+        windows = np.ascontiguousarray(windows.transpose(0, 2, 1)[:, None, :, :], dtype=np.float32)
+        try:
+            encoded = np.asarray(encoder.encode(windows), dtype=np.float32)
+        except InputError as error:
+            raise InputError(f"encoder {self.spec.encoder.name}: {error}") from error
+        return encoded[np.searchsorted(unique, needed)]
 
     def audio_tensors(self, frames: range | None = None, scale: float | None = None) -> np.ndarray:
         """[F, 32, 16, 16] generator audio inputs for the given output frames (from the lane's tensor dump if any)."""
@@ -266,6 +296,18 @@ class Lane:
         (audio_tensors pads a copy of all N+2 rows for each call: 184 MB per frame for an hour-long clip)."""
         if self.tensor_dump is not None:  # another program's tensors stand in for this stage (session key `tensors`)
             return np.asarray(self.tensor_dump.item(i), dtype=np.float32)[None]
+        if self._raw_features is None and self.draws_before_features:
+            # The whole clip's features are not computed yet (the first frame at start-up): encode only the windows
+            # this frame needs, so the picture does not wait for the encoder over the whole clip.
+            near = self.features_near(i)
+            scale = self.spec.scale if scale is None else float(scale)
+            if scale != 1.0:
+                check_scale(scale, f"lane {self.name!r}: scale", feature_peak(near))
+                near = (near * np.float32(scale)).astype(np.float32)
+            rows = np.zeros((16, near.shape[1]), np.float32)
+            low = max(0, i - 8)
+            rows[low - (i - 8):low - (i - 8) + near.shape[0]] = near
+            return rows.reshape(1, 32, 16, 16)
         features = self.features(scale)
         rows = np.zeros((16, features.shape[1]), np.float32)
         low, high = max(0, i - 8), min(features.shape[0], i + 8)

@@ -265,7 +265,9 @@ def test_stopping_a_lane_whose_onnx_loop_never_ends_lets_the_other_lanes_render(
         workspace.open_session(session)
         reference_id, endless_id = (state.lane_id for state in workspace.lanes)
         wait_for(lambda: (busy := transport.busy_lane()) is not None and busy.lane_id == endless_id)
-        assert transport.busy_lane().index is None  # stuck in its encoder (the features)
+        # stuck in its encoder: the features, or frame 0 drawn from just its windows before them (start-up draws
+        # the current frame first)
+        assert transport.busy_lane().index in (None, 0)
         assert transport.rendered_rows()[0].sum() <= 1  # the reference waits behind it on the one render thread
 
         assert transport.stop_lane(endless_id)  # onnxruntime's RunOptions.terminate ends the Loop

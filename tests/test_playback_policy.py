@@ -321,3 +321,130 @@ def test_the_window_shows_the_decision_and_remembers_the_preview_rate(qtbot, tmp
     second = window()
     assert second.preview_actions[REDUCED].isChecked() and second.transport.preview_setting == REDUCED
     second.close()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# start-up: the current frame first, the features for the rest later
+# ---------------------------------------------------------------------------------------------------------------
+def test_a_frames_feature_rows_from_just_its_windows_equal_the_whole_clips_features(tmp_path) -> None:
+    from backends.registry import MODELS
+    from pipeline.audio import audio_from_array
+    from pipeline.lane import Lane
+    from pipeline.session import LaneSpec
+    from tests.builders.onnx_models import make_encoder
+
+    encoder = tmp_path / "encoder.onnx"
+    make_encoder(encoder)
+    rng = np.random.default_rng(5)
+    audio = audio_from_array((0.3 * rng.standard_normal(16000 * 3)).astype(np.float32), 16000)
+    early = Lane(LaneSpec(name="early", encoder=encoder, scale=3.0), audio, None, models=MODELS)
+    assert early.draws_before_features
+    count = early.num_frames  # from the mel alone: the features are not computed for it
+    assert early._raw_features is None
+    near = {i: early.features_near(i) for i in (0, 1, 7, 8, 9, count // 2, count - 9, count - 2, count - 1)}
+    tensors = {i: early._audio_tensor(i, None) for i in near}
+    assert early._raw_features is None  # still nothing computed for the whole clip
+    whole = Lane(LaneSpec(name="whole", encoder=encoder, scale=3.0), audio, None, models=MODELS)
+    full = whole.raw_features()
+    assert full.shape[0] == count
+    for i, rows in near.items():
+        np.testing.assert_array_equal(rows, full[max(0, i - 8):min(count, i + 8)])  # bit for bit
+        np.testing.assert_array_equal(tensors[i], whole.audio_tensors(range(i, i + 1), 3.0))
+
+
+class EarlyLane(FakeLane):
+    """Draws a frame without its features (as a Lane does from the frame's own windows); features wait for a gate."""
+
+    draws_before_features = True
+
+    def __init__(self, *args, gate=None, fail_frames: bool = False, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.gate = gate
+        self.fail_frames = fail_frames
+        self.features_done = False
+
+    def raw_features(self):
+        if self.gate is not None:
+            self.gate.wait(120)
+        result = super().raw_features()
+        self.features_done = True
+        return result
+
+    def frame(self, index, scale):
+        if not self.features_done:
+            self._record("early frame", index, scale)
+            if self.fail_frames:
+                raise RuntimeError("no encoder")
+            return super().frame.__func__(_NoFeatures(self), index, scale)
+        return super().frame(index, scale)
+
+
+class _NoFeatures:
+    """FakeLane.frame on a lane whose features() returns zeros (stand-in for rows from the frame's own windows)."""
+
+    def __init__(self, lane: EarlyLane) -> None:
+        self._lane = lane
+
+    def __getattr__(self, name):
+        return getattr(self._lane, name)
+
+    def features(self, scale):
+        return np.zeros((self._lane.num_frames, 512), np.float32)
+
+    def _record(self, *args):
+        pass
+
+
+def test_the_worker_draws_the_playheads_frame_before_the_whole_clips_features() -> None:
+    import threading
+
+    from workspace.frame_cache import FrameCache
+    from workspace.render_worker import FeaturesReady, FrameReady, LaneJob, RenderWorker
+
+    gate = threading.Event()
+    results: list[object] = []
+    worker = RenderWorker(FrameCache(64 * 1024 * 1024), results.append)
+    lanes = [EarlyLane("a", 40, gate=gate), FakeLane("b", 40, seed=1)]
+    try:
+        worker.submit(12, [LaneJob(i, lane, 1.0) for i, lane in enumerate(lanes)], lookahead=3, num_frames=40)
+        deadline = time.monotonic() + 120  # a generous wait for the render thread, never a timing assertion
+        while not any(isinstance(r, FrameReady) for r in results) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        first = [r for r in results if isinstance(r, FrameReady)]
+        assert (first[0].lane_id, first[0].index) == (0, 12)  # before lane a's features, which are still waiting
+        assert not any(isinstance(r, FeaturesReady) and r.lane_id == 0 for r in results)
+        gate.set()
+        while not worker.idle and time.monotonic() < deadline:
+            time.sleep(0.005)
+        frames = sorted((r.lane_id, r.index) for r in results if isinstance(r, FrameReady))
+        assert frames == [(lane, i) for lane in (0, 1) for i in (12, 13, 14)]  # frame 12 is not drawn twice
+        assert [what for what, *_ in lanes[0].calls][:2] == ["early frame", "raw_features"]
+        assert lanes[1].calls[0][0] == "raw_features"  # a lane that cannot draw early keeps the old order
+    finally:
+        gate.set()
+        worker.stop()
+
+
+def test_a_lane_that_fails_before_its_features_fails_once_with_the_features_reason() -> None:
+    from workspace.frame_cache import FrameCache
+    from workspace.render_worker import FrameFailed, LaneFailed, LaneJob, RenderWorker
+
+    results: list[object] = []
+    worker = RenderWorker(FrameCache(64 * 1024 * 1024), results.append)
+    lane = EarlyLane("broken", 40, fail_frames=True, fail_with=InputErrorForTest("encoder broken.onnx: bad shape"))
+    try:
+        worker.submit(0, [LaneJob(0, lane, 1.0)], lookahead=3, num_frames=40)
+        deadline = time.monotonic() + 120
+        while not worker.idle and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert not [r for r in results if isinstance(r, FrameFailed)]  # the early frame's failure is not reported
+        failed = [r for r in results if isinstance(r, LaneFailed)]
+        assert len(failed) == 1 and failed[0].message == "encoder broken.onnx: bad shape"
+    finally:
+        worker.stop()
+
+
+def InputErrorForTest(message: str):  # noqa: N802 - the project's input error, as a lane raises it
+    from core.errors import InputError
+
+    return InputError(message)

@@ -250,21 +250,33 @@ class RenderWorker:
         return (self._stopped or epoch != self._epoch or self._request is None
                 or self._request.generation != request.generation)
 
-    def _plan(self, request: RenderRequest) -> Iterator[tuple[LaneJob, int | None]]:
-        """(lane, None) means "compute the features"; (lane, i) means "render frame i"."""
-        for index in frame_order(request.playhead, request.lookahead, request.num_frames, request.loop,
-                                 request.step):
+    def _plan(self, request: RenderRequest) -> Iterator[tuple[LaneJob, int | None, bool]]:
+        """(lane, None, _) means "compute the features"; (lane, i, _) means "render frame i"; the flag marks the
+        playhead's frame drawn before the lane's features (a failure there is not reported: the features come next
+        and say why, or the frame is tried again after them)."""
+        order = frame_order(request.playhead, request.lookahead, request.num_frames, request.loop, request.step)
+        if order:
+            # The current frame first, the features for the rest later: a lane that can draw a frame from just the
+            # windows it needs (Lane.draws_before_features) shows the playhead's frame before the encoder has run
+            # over the whole clip.
+            for job in sorted(request.lanes, key=lambda job: self._last_served.get(job.lane_id, -1)):
+                key = (job.lane_id, job.scale, order[0])
+                if (job.render_frames and job.lane_id not in self._features_sent and job.lane_id not in self._failed
+                        and job.lane_id not in self._stopped_lanes and key not in self.cache
+                        and key not in self._failed_frames and getattr(job.lane, "draws_before_features", False)):
+                    yield job, order[0], True
+        for index in order:
             # sorted() is stable: lanes never served keep the request's order
             for job in sorted(request.lanes, key=lambda job: self._last_served.get(job.lane_id, -1)):
                 if job.lane_id in self._failed or job.lane_id in self._stopped_lanes:
                     continue
                 if job.lane_id not in self._features_sent:
-                    yield job, None
+                    yield job, None, False
                 if job.lane_id in self._failed or not job.render_frames:
                     continue
                 key = (job.lane_id, job.scale, index)
                 if key not in self.cache and key not in self._failed_frames:
-                    yield job, index
+                    yield job, index, False
 
     def _run(self, epoch: int) -> None:
         while True:
@@ -277,16 +289,16 @@ class RenderWorker:
                 request = self._request
             assert request is not None
             completed = True
-            for job, index in self._plan(request):
+            for job, index, early in self._plan(request):
                 if self._superseded(request, epoch):
                     completed = False
                     break
-                self._execute(job, index, request.generation, epoch)
+                self._execute(job, index, request.generation, epoch, early)
             with self._condition:
                 if completed and not self._superseded(request, epoch):
                     self._finished_generation = request.generation
 
-    def _execute(self, job: LaneJob, index: int | None, generation: int, epoch: int) -> None:
+    def _execute(self, job: LaneJob, index: int | None, generation: int, epoch: int, early: bool = False) -> None:
         with self._condition:
             self._busy = Busy(job.lane_id, index, time.monotonic())
             limits.clear_cancel()  # a Stop for the previous job must not end this one; one for this job sticks
@@ -318,6 +330,9 @@ class RenderWorker:
             self._last_served[job.lane_id] = self._serve_count
             self._serve_count += 1
             self._deliver(FrameReady(job.lane_id, job.scale, index, result, generation))
+            return
+        if early:  # drawn before the features: they come next, and fail with the lane's own reason if it has one
+            log.info("lane %s frame %s before its features failed: %s", job.lane_id, index, error)
             return
         kind = "" if isinstance(error, InputError) else f"{type(error).__name__}: "
         message = f"{kind}{error}"
