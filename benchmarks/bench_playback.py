@@ -4,6 +4,11 @@
     python benchmarks/bench_playback.py --settings auto,every    # one play per setting, same lanes, cache emptied
     python benchmarks/bench_playback.py --session my.toml --seconds 10
     python benchmarks/bench_playback.py --synthetic              # tests' two small lanes (160 px generator)
+    python benchmarks/bench_playback.py --startup 3              # first frame vs features at open, no JACK
+
+--startup N opens the session N times each way (alternating): with the current frame drawn first from just its
+windows (Lane.draws_before_features), and with it turned off (the whole clip's features first, as before), and
+prints, from the end of open_session, when each lane's first frame and its features arrived (medians).
 
 Plays the session's lanes through the Qt-free Transport (the window's model: the same clock, render thread, frame
 cache and playback policy) on a private JACK server with the dummy driver (48 kHz, 480-frame periods: a real-time
@@ -235,6 +240,52 @@ def _play(transport, workspace, seconds: float, setting: str) -> dict:
     }
 
 
+def _startup(session_path: Path, repeats: int) -> dict:
+    """Seconds from open_session's return to each lane's first frame and features, early frame on and off."""
+    import numpy as np
+
+    from backends.registry import MODELS
+    from pipeline.lane import Lane
+    from workspace.clock import WallClock
+    from workspace.model import Workspace
+    from workspace.render_worker import FeaturesReady, FrameReady
+    from workspace.transport import Transport
+
+    original = Lane.draws_before_features
+    figures: dict[str, dict[str, list[float]]] = {"current_frame_first": {}, "features_first": {}}
+    for attempt in range(repeats * 2):
+        mode = "current_frame_first" if attempt % 2 == 0 else "features_first"
+        Lane.draws_before_features = original if mode == "current_frame_first" else property(lambda self: False)
+        try:
+            workspace = Workspace(models=MODELS)
+            transport = Transport(workspace, clock_factory=lambda s: (WallClock(len(s) / 16000), None))
+            seen: dict[str, float] = {}
+            try:
+                workspace.open_session(session_path)
+                opened = time.monotonic()
+                names = {s.lane_id: s.name for s in workspace.lanes}
+
+                def note(result) -> None:
+                    if isinstance(result, FrameReady) and result.index == 0:
+                        seen.setdefault(f"first_frame {names[result.lane_id]}", time.monotonic() - opened)
+                    elif isinstance(result, FeaturesReady):
+                        seen.setdefault(f"features {names[result.lane_id]}", time.monotonic() - opened)
+
+                transport.apply_result = note  # type: ignore[method-assign]
+                while not transport.worker.idle and time.monotonic() - opened < 600:
+                    transport.process_results()
+                    time.sleep(0.002)
+                transport.process_results()
+            finally:
+                transport.shutdown()
+            for key, value in seen.items():
+                figures[mode].setdefault(key, []).append(value)
+        finally:
+            Lane.draws_before_features = original
+    return {mode: {key: round(float(np.median(values)), 3) for key, values in sorted(found.items())}
+            for mode, found in figures.items()} | {"repeats": repeats}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--session", type=Path, help="default: the demo (resources/demo/demo.toml)")
@@ -243,7 +294,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--settings", default="auto", help="comma-separated preview rates: auto, every, reduced")
     parser.add_argument("--json", type=Path, help="also write the JSON here")
+    parser.add_argument("--startup", type=int, metavar="N", help="measure start-up order instead (N opens each way)")
     args = parser.parse_args(argv)
+    if args.startup:
+        from pipeline.session import demo_session_path
+
+        load = open("/proc/loadavg").read().split()[:3] if os.path.exists("/proc/loadavg") else None
+        result = {"benchmark": "startup_order", "session": str(args.session or demo_session_path()),
+                  "loadavg_before": load, **_startup(args.session or demo_session_path(), args.startup)}
+        print(json.dumps(result))
+        if args.json:
+            args.json.write_text(json.dumps(result) + "\n")
+        return 0
     settings = [s.strip() for s in args.settings.split(",") if s.strip()]
 
     jack, why = _start_jack()
