@@ -219,9 +219,8 @@ def _scale_candidate(stage: str, lane: np.ndarray, ref: np.ndarray) -> Candidate
     if not math.isfinite(k) or k <= 0 or abs(k - 1.0) <= 1e-3:
         return None
     zero_agreement = float(np.mean((a == 0) == (b == 0)))
-    cand = _try(stage, lane, "scale", f"a scaled copy of the reference (one uniform factor): lane ≈ {k:.4g} × reference", (ref * k).astype(np.float64),
-                factor=k, correction=1.0 / k, zero_agreement=zero_agreement)
-    return cand
+    return _try(stage, lane, "scale", f"a scaled copy of the reference (one uniform factor): lane ≈ {k:.4g} × "
+                "reference", (ref * k).astype(np.float64), factor=k, correction=1.0 / k, zero_agreement=zero_agreement)
 
 
 def _shift_rows(stage: str, lane: np.ndarray, ref: np.ndarray, unit: str, skip_edges: int = 1) -> list[Candidate]:
@@ -416,7 +415,8 @@ def _features_verdict(lane: np.ndarray, ref: np.ndarray, evidence: dict[str, Any
                 f"{100 * (1 - figures['zero_agreement']):.1f}% of positions), though the features follow the clip "
                 f"(r = {follows:.2f})")
     if weights.get("untrained"):
-        sentence += f"; the encoder's weights look untrained: {weights.get('detail', 'they match default initialisation')}"
+        detail = weights.get("detail", "they match default initialisation")
+        sentence += f"; the encoder's weights look untrained: {detail}"
     elif weights.get("detail"):
         sentence += f"; weight comparison: {weights['detail']}"
     figures.update({f"weights_{k}": v for k, v in weights.items() if isinstance(v, (bool, int, float))})
@@ -553,7 +553,8 @@ def _verdict_from(stage: str, best: list[Candidate], prefix: str = "") -> Verdic
                                                            if isinstance(v, (int, float, str))}}
     evidence["cause"] = top.cause
     others = [c for c in best[1:] if c.kind != top.kind or c.cause != top.cause]
-    sentence = f"{prefix}{top.cause}; reproducing that on the reference leaves {_describe_figures(top.residual.figures)}"
+    left = _describe_figures(top.residual.figures)
+    sentence = f"{prefix}{top.cause}; reproducing that on the reference leaves {left}"
     if top.kind == "scale":
         sentence += f"; multiplying the lane by {top.details['correction']:.4g} fixes it"
     also = []
@@ -762,12 +763,13 @@ def context_for(reference: Any) -> ReferenceContext:
             source = (data.mean(axis=1), int(rate))
         except Exception:  # noqa: BLE001 - resampling candidates are optional evidence
             source = None
-    templates = None
+    templates: Callable[[int], tuple[np.ndarray, CropBox]] | None = None
     if reference.avatar is not None:
         avatar = reference.avatar
 
-        def templates(i: int) -> tuple[np.ndarray, CropBox]:
+        def template_of(i: int) -> tuple[np.ndarray, CropBox]:
             k = reference.template_index(i)
             return avatar.frame(k), avatar.crop_box(k)
 
+        templates = template_of
     return ReferenceContext(samples=audio.samples, pad_mode=reference.pad_mode, source=source, templates=templates)

@@ -114,7 +114,8 @@ def check(stage: str, lane: np.ndarray, reference: np.ndarray, tol: Tolerances) 
         figures["failing_elements"] = float(bad.sum())
         if bad.any():
             failures.append(f"{int(bad.sum())} of {a.size} elements outside atol {at:g} and rtol {rt:g}")
-            # The least atol with rtol held: the largest |diff| among elements rtol alone does not cover; and vice versa.
+            # The least atol with rtol held: the largest |diff| among elements rtol alone does not cover; and the
+            # other way round.
             minimal["atol"] = float(absdiff[reldiff > rt].max())
             minimal["rtol"] = float(reldiff[absdiff > at].max())
     finite = np.isfinite(a) & np.isfinite(b)
