@@ -66,13 +66,10 @@ def test_the_dock_shows_the_demos_verdicts_stages_mouth_and_weights(qtbot, demo_
 
     verdict = panel.verdict(UNTRAINED)
     assert verdict.kind == "weights" and verdict.first_divergent_stage == "features"
-    lanes = _column(panel.verdicts, 0)
-    assert UNTRAINED in lanes
-    row = lanes.index(UNTRAINED)
-    assert panel.verdicts.item(row, 1).text().startswith("weights")
-    assert panel.verdicts.item(row, 2).text() == "features"
-    assert "no factor fixes it" in panel.verdicts.item(row, 3).text()
-    assert "r2_of_best_scale" in panel.verdicts.item(row, 4).text()  # the evidence behind the kind
+    text = panel.verdicts.toPlainText()  # the Verdicts tab, in the report's own words
+    assert f"{UNTRAINED} — weights, first divergent stage: features" in text
+    assert verdict.explanation in text and "no factor fixes it" in text
+    assert "evidence: " in text and "r2_of_best_scale" in text  # the figures behind the kind
 
     stages = list(zip(_column(panel.stages, 0), _column(panel.stages, 1), _column(panel.stages, 6)))
     assert (UNTRAINED, "features", "no") in stages
@@ -82,15 +79,15 @@ def test_the_dock_shows_the_demos_verdicts_stages_mouth_and_weights(qtbot, demo_
     # that looks far healthier than the mouth region's.
     mouth = {panel.mouth.item(r, 0).text(): r for r in range(panel.mouth.rowCount())}
     assert set(mouth) == {s.spec.name for s in window.slots}
-    assert "barely moves" in panel.mouth.item(mouth[UNTRAINED], 7).text()
+    assert f"<b>{UNTRAINED}</b>: the mouth barely moves" in panel.mouth_summary.text()
+    assert "barely moves" in panel.mouth.item(mouth[UNTRAINED], 1).toolTip()
     reference_range = float(panel.mouth.item(mouth["ONNX Runtime (reference)"], 1).text())
     assert float(panel.mouth.item(mouth[UNTRAINED], 1).text()) < 0.35 * reference_range
     assert float(panel.mouth.item(mouth[UNTRAINED], 4).text()) < float(panel.mouth.item(mouth[UNTRAINED], 6).text())
 
     # The weight comparison of the encoder files: the Core ML package holds untrained weights.
-    weights = [(panel.weights.item(r, 0).text(), panel.weights.item(r, 1).text(),
-                panel.weights.item(r, 2).text().split()[0]) for r in range(panel.weights.rowCount())]
-    assert (UNTRAINED, "encoder", "yes") in weights
+    assert f"{UNTRAINED}, encoder: looks untrained" in panel.weights.toPlainText()
+    assert [(w.lane, w.role, w.untrained) for w in panel.result.weights] == [(UNTRAINED, "encoder", True)]
     assert panel.verdict(UNTRAINED).evidence.get("weights_untrained") is True  # and the verdict says so
     assert "look untrained" in panel.verdict(UNTRAINED).explanation
 

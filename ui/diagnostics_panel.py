@@ -19,12 +19,14 @@ it, cheap) as it arrives.
 
 from __future__ import annotations
 
+import html
 import math
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
 from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QDockWidget, QHBoxLayout, QHeaderView, QLabel, QMenu,
-                               QPushButton, QTableWidget, QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget)
+                               QPushButton, QTableWidget, QTableWidgetItem, QTabWidget, QTextBrowser, QVBoxLayout,
+                               QWidget)
 
 from core.errors import InputError
 from ui.scale_sweep import ScaleSweep
@@ -38,13 +40,12 @@ if TYPE_CHECKING:
 TOGGLE_SHORTCUT = "Ctrl+D"
 SWEEP_SHORTCUT = "Ctrl+Shift+D"
 DEBOUNCE_MS = 700  # a slider drag ends before the report (seconds of work) starts
+DOCK_WIDTH = 560  # wide enough for the stage table's figures and a verdict's sentence on a few lines
 CURVES_MS = 250  # the timeline's mouth curves are redrawn at most this often
 
-VERDICT_COLUMNS = ("lane", "kind", "first divergent stage", "explanation", "evidence")
 STAGE_COLUMNS = ("lane", "stage", "max abs", "cosine", "k", "R²", "passed", "kind")
-MOUTH_COLUMNS = ("lane", "range (px)", "r with loudness", "best offset", "mouth PSNR", "mouth SSIM", "crop PSNR",
-                 "summary")
-WEIGHT_COLUMNS = ("lane", "model", "untrained", "layers differing", "verdict")
+MOUTH_COLUMNS = ("lane", "range (px)", "r with loudness", "best offset", "mouth PSNR", "mouth SSIM", "crop PSNR")
+PASSING = ("match", "precision")
 
 
 def _number(value: Any, spec: str = ".4g") -> str:
@@ -72,11 +73,12 @@ def evidence_text(evidence: dict[str, Any]) -> str:
 
 
 def _table(columns: tuple[str, ...]) -> QTableWidget:
+    """Figures, one line a row (sentences go in the rich-text views; a cell's tooltip holds what it cuts)."""
     table = QTableWidget(0, len(columns))
     table.setHorizontalHeaderLabels(list(columns))
     table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
     table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-    table.setWordWrap(True)
+    table.setWordWrap(False)
     table.verticalHeader().setVisible(False)
     header = table.horizontalHeader()
     header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
@@ -92,6 +94,50 @@ def _fill(table: QTableWidget, rows: list[list[str]], tips: list[list[str]] | No
             item.setToolTip((tips[r][c] if tips else "") or text)
             table.setItem(r, c, item)
     table.resizeRowsToContents()
+
+
+def _browser() -> QTextBrowser:
+    view = QTextBrowser()
+    view.setOpenLinks(False)
+    return view
+
+
+def verdicts_html(diagnosis: list[Any], reference: str) -> str:
+    """Per lane: its kind (green when it passes), the first divergent stage, the explanation and the evidence."""
+    if not diagnosis:
+        return "<p>No lane to compare with the reference.</p>"
+    parts = []
+    for d in diagnosis:
+        colour = "#81c995" if d.kind in PASSING else "#f28b82"
+        kind = html.escape(d.kind + (f" (or {', '.join(d.also)})" if d.also else ""))
+        stage = html.escape(d.first_divergent_stage or "none")
+        parts.append(f"<p><b>{html.escape(d.lane)}</b> — <b style='color:{colour}'>{kind}</b>, first divergent "
+                     f"stage: <b>{stage}</b><br>{html.escape(d.explanation)}")
+        if d.mouth:
+            parts.append(f"<br><i>mouth:</i> {html.escape(d.mouth)}")
+        if d.evidence:
+            parts.append(f"<br><span style='color:#9aa0a6'>evidence: {html.escape(evidence_text(d.evidence))}</span>")
+        parts.append("</p>")
+    return f"<p style='color:#9aa0a6'>against {html.escape(reference)}</p>" + "".join(parts)
+
+
+def weights_html(entries: list[Any]) -> str:
+    if not entries:
+        return ("<p>No lane has model files of its own to compare with the reference's (a feature or output dump "
+                "has no weights; a lane with the reference's own file is not compared with itself).</p>")
+    parts = []
+    for w in entries:
+        head = f"<b>{html.escape(w.lane)}</b>, {html.escape(w.role)}"
+        if w.error is not None:
+            parts.append(f"<p>{head}: the weights could not be compared: {html.escape(w.error)}</p>")
+            continue
+        untrained = (f"<b style='color:#f28b82'>looks untrained</b> ({w.untrained_layers} of {w.layers} layers at "
+                     "PyTorch's default initialisation)" if w.untrained else
+                     f"trained ({w.untrained_layers} of {w.layers} layers at default initialisation)")
+        parts.append(f"<p>{head}: {untrained}; {w.differing} of {w.layers} paired layers differ from the "
+                     f"reference's<br><span style='color:#9aa0a6'>{html.escape(w.lane_path)} against "
+                     f"{html.escape(w.reference_path)}</span><br>{html.escape(w.verdict)}</p>")
+    return "".join(parts)
 
 
 class _Bridge(QObject):
@@ -132,15 +178,23 @@ class DiagnosticsPanel(QDockWidget):
         self.audio_check.setToolTip("Rerun lanes whose features diverge on silence and on the reversed clip "
                                     "(names audio_ignored; slower)")
         self.audio_check.toggled.connect(lambda _: self.schedule())
-        self.verdicts = _table(VERDICT_COLUMNS)
+        self.verdicts = _browser()
         self.stages = _table(STAGE_COLUMNS)
         self.mouth = _table(MOUTH_COLUMNS)
-        self.weights = _table(WEIGHT_COLUMNS)
+        self.mouth_summary = QLabel("")
+        self.mouth_summary.setWordWrap(True)
+        self.mouth_summary.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
+        mouth_tab = QWidget()
+        mouth_layout = QVBoxLayout(mouth_tab)
+        mouth_layout.setContentsMargins(0, 0, 0, 0)
+        mouth_layout.addWidget(self.mouth, 1)
+        mouth_layout.addWidget(self.mouth_summary)
+        self.weights = _browser()
         self.sweep = ScaleSweep()
         self.sweep.sweepRequested.connect(lambda lane_id: self.run_sweep(lane_id))
         self.sweep.scaleChosen.connect(self._choose_scale)
         self.tabs = QTabWidget()
-        for widget, name in ((self.verdicts, "Verdicts"), (self.stages, "Stages"), (self.mouth, "Mouth"),
+        for widget, name in ((self.verdicts, "Verdicts"), (self.stages, "Stages"), (mouth_tab, "Mouth"),
                              (self.weights, "Weights"), (self.sweep, "Scale sweep")):
             self.tabs.addTab(widget, name)
 
@@ -229,8 +283,11 @@ class DiagnosticsPanel(QDockWidget):
         self.result = result
         if result.report is None:
             self.status.setText(f"Nothing to compare: {result.error}")
-            for table in (self.verdicts, self.stages, self.mouth, self.weights):
+            for table in (self.stages, self.mouth):
                 table.setRowCount(0)
+            for view in (self.verdicts, self.weights):
+                view.setHtml(f"<p>{html.escape(str(result.error))}</p>")
+            self.mouth_summary.setText("")
             return
         report = result.report
         frames = report.frames
@@ -239,26 +296,25 @@ class DiagnosticsPanel(QDockWidget):
             + (f" ({frames[0]}–{frames[-1]})" if frames else "") + " at the lanes' current scales"
             + (f"; {len(report.errors)} error(s): " + "; ".join(report.errors) if report.errors else ""))
         self.status.setToolTip("\n".join(report.errors))
-        _fill(self.verdicts,
-              [[d.lane, d.kind + (f" (also {', '.join(d.also)})" if d.also else ""), d.first_divergent_stage or "–",
-                d.explanation, evidence_text(d.evidence)] for d in report.diagnosis])
+        self.verdicts.setHtml(verdicts_html(report.diagnosis, report.reference))
         _fill(self.stages,
               [[c.lane, c.stage, _number(c.max_abs), _number(c.cosine, ".5f"), _number(c.scale), _number(c.r2, ".3f"),
                 _number(c.passed), c.kind] for c in report.comparisons],
-              [["", "", "", "", "lane ≈ k × reference", "", "", c.verdict] for c in report.comparisons])
-        rows = []
+              [[c.verdict, "", "", "", "lane ≈ k × reference", "", "", c.verdict] for c in report.comparisons])
+        rows, tips, summaries = [], [], []
         for entry in report.mouth:
             measure, metrics = entry["measure"], entry.get("metrics") or {}
             rows.append([entry["lane"], _number(measure["range_px"], ".1f"),
                          _number(measure["best_correlation"], ".2f"), f"{measure['best_offset']:+d} frames",
                          _number(metrics.get("mouth_psnr"), ".1f"), _number(metrics.get("mouth_ssim"), ".3f"),
-                         _number(metrics.get("psnr"), ".1f"), measure["summary"]])
-        _fill(self.mouth, rows)
-        _fill(self.weights, [[w.lane, w.role, f"{_number(w.untrained)} ({w.untrained_layers} of {w.layers} layers "
-                              "at PyTorch's default initialisation)" if w.error is None else "–",
-                              f"{w.differing} of {w.layers}" if w.error is None else "–",
-                              w.verdict if w.error is None else f"cannot compare: {w.error}"]
-                             for w in result.weights])
+                         _number(metrics.get("psnr"), ".1f")])
+            tips.append([measure["summary"]] * len(MOUTH_COLUMNS))
+            summaries.append(f"<b>{html.escape(entry['lane'])}</b>: {html.escape(measure['summary'])}")
+        _fill(self.mouth, rows, tips)
+        self.mouth_summary.setText("<br>".join(summaries) + (
+            f"<br><span style='color:#9aa0a6'>on {len(report.mouth[0]['measure']['frames'])} frames spread over the "
+            "clip; PSNR/SSIM against the reference, mouth region and whole crop</span>" if report.mouth else ""))
+        self.weights.setHtml(weights_html(result.weights))
 
     def verdict(self, lane_name: str) -> Any:
         """The lane's LaneDiagnosis from the last result (None before one arrived or for the reference)."""
@@ -336,6 +392,7 @@ def install_diagnostics(window: MainWindow, view_menu: QMenu) -> DiagnosticsPane
     """The dock (hidden until View ▸ Diagnostics, Ctrl+D) and its actions."""
     panel = DiagnosticsPanel(window)
     window.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, panel)
+    window.resizeDocks([panel], [DOCK_WIDTH], Qt.Orientation.Horizontal)
     panel.hide()
     toggle = panel.toggleViewAction()
     toggle.setText("&Diagnostics")

@@ -63,8 +63,9 @@ class Timeline(pg.PlotWidget):
         self._non_finite.setZValue(1)
         self.addItem(self._non_finite)
         self.non_finite_rows: list[np.ndarray] = []  # one bool row per lane, as last set (tests read it)
-        # The mouth-opening signal per lane over the frames rendered so far (ui/diagnostics_panel.py feeds it).
-        self._mouth_items: list[pg.PlotDataItem] = []
+        # The mouth-opening signal per lane over the frames rendered so far (ui/diagnostics_panel.py feeds it); each
+        # line has a dark edge under it, so the first lane's blue stays apart from the waveform's.
+        self._mouth_items: list[tuple[pg.PlotDataItem, pg.PlotDataItem]] = []
         self.mouth_curves: list[tuple[str, np.ndarray]] = []  # (colour, opening px per frame, NaN = not yet)
         self.loop_region = pg.LinearRegionItem(values=(0, 0), brush=pg.mkBrush(253, 214, 99, 50))
         self.loop_region.setZValue(-5)
@@ -143,17 +144,23 @@ class Timeline(pg.PlotWidget):
         is a flat line next to one that opens with the speech."""
         self.mouth_curves = [(colour, np.asarray(curve, dtype=np.float64)) for colour, curve in curves]
         while len(self._mouth_items) > len(self.mouth_curves):
-            self.removeItem(self._mouth_items.pop())
+            for item in self._mouth_items.pop():
+                self.removeItem(item)
         while len(self._mouth_items) < len(self.mouth_curves):
-            item = pg.PlotDataItem(connect="finite")
-            item.setZValue(2)
-            self.addItem(item)
-            self._mouth_items.append(item)
+            edge = pg.PlotDataItem(connect="finite", pen=pg.mkPen("#202124", width=5))
+            line = pg.PlotDataItem(connect="finite")
+            edge.setZValue(2)
+            line.setZValue(3)
+            self.addItem(edge)
+            self.addItem(line)
+            self._mouth_items.append((edge, line))
         finite = [c[np.isfinite(c)] for _, c in self.mouth_curves]
         top = max((float(c.max()) for c in finite if c.size), default=0.0)
-        for item, (colour, curve) in zip(self._mouth_items, self.mouth_curves):
-            item.setPen(pg.mkPen(colour, width=2))
-            item.setData(np.arange(len(curve), dtype=np.float64), -1.0 + 2.0 * curve / max(top, 1.0))
+        for (edge, line), (colour, curve) in zip(self._mouth_items, self.mouth_curves):
+            x, y = np.arange(len(curve), dtype=np.float64), -1.0 + 2.0 * curve / max(top, 1.0)
+            line.setPen(pg.mkPen(colour, width=2))
+            edge.setData(x, y)
+            line.setData(x, y)
 
     def set_loop(self, region: tuple[int, int] | None) -> None:
         self.loop_region.setVisible(region is not None)
