@@ -1,4 +1,4 @@
-"""The scale sweep: one lane's mouth at the current frame, at nine scales from 1x to 1000x, side by side.
+"""The scale sweep: one lane's mouth at the current frame, at nine scales from 1x to 1000x, side by side (two rows).
 
 A person picks the scale by eye in one look (the mouth opens with the speech, or stays shut, or blows out), and a
 click on a tile applies that scale to the lane. The widget only shows tiles and forwards clicks; the Diagnostics
@@ -11,13 +11,14 @@ from __future__ import annotations
 import numpy as np
 from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QIcon, QImage, QPixmap
-from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QPushButton, QScrollArea, QSizePolicy, QToolButton,
-                               QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QComboBox, QGridLayout, QHBoxLayout, QLabel, QPushButton, QScrollArea, QSizePolicy,
+                               QToolButton, QVBoxLayout, QWidget)
 
 from ui.lane_view import bgr_to_display
 from workspace.diagnostics import SweepResult
 
-TILE_PX = 112  # the mouth region is about 90 x 100 px of a 160 px crop: shown a little larger
+TILE_PX = 88  # the mouth region is about 80 x 100 px of a 160 px crop
+TILE_COLUMNS = 5  # 9 tiles in two rows fit the dock's width without scrolling
 
 
 def _pixmap(bgr: np.ndarray, size: int) -> QPixmap:
@@ -29,7 +30,7 @@ def _pixmap(bgr: np.ndarray, size: int) -> QPixmap:
 
 
 def scale_text(scale: float) -> str:
-    return f"{scale:.3g}×"
+    return f"{scale:.4g}×"  # 1×, 2.371× … 1000× (no 1e+03)
 
 
 class ScaleSweep(QWidget):
@@ -54,13 +55,12 @@ class ScaleSweep(QWidget):
         self._current_scale: float | None = None
 
         self._strip = QWidget()
-        self._strip_layout = QHBoxLayout(self._strip)
+        self._strip_layout = QGridLayout(self._strip)
         self._strip_layout.setContentsMargins(0, 0, 0, 0)
-        self._strip_layout.addStretch(1)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setWidget(self._strip)
-        scroll.setMinimumHeight(TILE_PX + 56)
+        scroll.setMinimumHeight(2 * (TILE_PX + 48))
         scroll.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Minimum)
 
         row = QHBoxLayout()
@@ -136,7 +136,7 @@ class ScaleSweep(QWidget):
                 button.setToolTip(f"{scale_text(tile.scale)}: {tile.error}")
                 button.setEnabled(False)
             button.clicked.connect(lambda _=False, s=tile.scale: self.scaleChosen.emit(result.lane_id, s))
-            self._strip_layout.insertWidget(self._strip_layout.count() - 1, button)
+            self._strip_layout.addWidget(button, len(self.tiles) // TILE_COLUMNS, len(self.tiles) % TILE_COLUMNS)
             self.tiles.append(button)
         self.message.setText(f"{result.name} at frame {result.frame}: click a mouth to apply its scale.")
         self.mark_scale(current_scale)

@@ -29,7 +29,7 @@ from core.filekinds import file_kind
 from pipeline.avatar import output_to_uint8
 from pipeline.dumps import OutputDump
 from pipeline.lane import FailedLane, Lane
-from pipeline.mouth import lower_face, mouth_opening
+from pipeline.mouth import mouth_opening
 from pipeline.report import Report, build_report, default_report_frames, dumped_frames
 from workspace.model import LaneState, Workspace
 
@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 REPORT_FRAMES = 6  # generator outputs compared per refresh: the report's default is 12; the window stays quick
 MOUTH_FRAMES = 24  # frames spread over the clip for the mouth measures (report's default: 64)
 SWEEP_STEPS = 9
+SWEEP_REGION = ((0.3, 0.8), (0.2, 0.8))  # rows, columns of the crop shown per scale: the mouth, centred
 MAX_TRACKED_SCALES = 16  # mouth curves kept per lane (one per scale the lane was rendered at, newest kept)
 SWEEP_SCALES = tuple(float(s) for s in np.logspace(0.0, 3.0, SWEEP_STEPS))  # 1x .. 1000x, logarithmic
 
@@ -244,7 +245,7 @@ class SweepRequest:
 @dataclass
 class SweepTile:
     scale: float
-    mouth: np.ndarray | None  # [h, w, 3] uint8 BGR: the lower face of the generator's crop at this scale
+    mouth: np.ndarray | None  # [h, w, 3] uint8 BGR: the mouth region of the generator's crop at this scale
     opening: float | None  # the mouth-opening measure (px) of that crop
     error: str | None = None
 
@@ -268,6 +269,13 @@ def sweep_request(state: LaneState, frame: int, scales: tuple[float, ...] = SWEE
     return SweepRequest(lane, state.lane_id, state.name, int(frame), tuple(scales))
 
 
+def mouth_region(crop: np.ndarray) -> np.ndarray:
+    """The part of a generator crop ([S, S, 3]) a sweep tile shows: the mouth with some face around it."""
+    (r0, r1), (c0, c1) = SWEEP_REGION
+    h, w = crop.shape[:2]
+    return np.ascontiguousarray(crop[int(r0 * h):int(r1 * h), int(c0 * w):int(c1 * w)])
+
+
 def render_sweep(request: SweepRequest, should_stop: Callable[[], bool] = lambda: False) -> SweepResult | None:
     """The lane's mouth at each scale (None when superseded half-way); runs on a worker thread."""
     tiles: list[SweepTile] = []
@@ -276,8 +284,7 @@ def render_sweep(request: SweepRequest, should_stop: Callable[[], bool] = lambda
             return None
         try:
             crop = output_to_uint8(request.lane.raw_output(request.frame, scale))
-            tiles.append(SweepTile(scale, np.ascontiguousarray(lower_face(crop[None])[0]),
-                                   float(mouth_opening(crop[None])[0])))
+            tiles.append(SweepTile(scale, mouth_region(crop), float(mouth_opening(crop[None])[0])))
         except InputError as error:  # a scale float32 cannot carry for this lane, a frame that raises
             tiles.append(SweepTile(scale, None, None, str(error)))
     return SweepResult(request.lane_id, request.name, request.frame, tiles)
