@@ -125,3 +125,18 @@ def test_frames_in_batches_are_the_frames_one_by_one() -> None:
     for i, frame in zip(indices, batched):
         single = lane.frame(i, 1.5)
         assert np.array_equal(frame.image, single.image) and np.array_equal(frame.crop, single.crop)
+
+
+def test_exit_after_first_frame_waits_for_every_lane_or_its_error() -> None:
+    """The start-up figure ends when each lane shows its first frame or its error, never before, never after."""
+    from types import SimpleNamespace as NS
+
+    from ui.first_frame import lanes_settled
+
+    painted = NS(lane=object(), failure=None, view=NS(shown_index=0))
+    pending = NS(lane=object(), failure=None, view=NS(shown_index=None))
+    failed = NS(lane=object(), failure="generator x.onnx: cannot load", view=NS(shown_index=None))
+    unopened = NS(lane=None, failure=None, view=NS(shown_index=None))
+    assert lanes_settled(NS(slots=[painted, pending])) is None
+    assert lanes_settled(NS(slots=[painted, failed, unopened])) == (1, 2)
+    assert lanes_settled(NS(slots=[])) == (0, 0)
