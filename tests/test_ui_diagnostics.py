@@ -186,3 +186,24 @@ def test_the_worker_computes_only_the_newest_request_and_tells_superseded_ones(q
     assert delivered == [(newest, "C")]
     runner.stop()
     assert not [t for t in threading.enumerate() if t.name == "diagnostics-test" and t.is_alive()]
+
+
+@needs_demo
+def test_the_request_holds_the_lanes_at_the_windows_scales_and_a_cancelled_one_stops() -> None:
+    """Qt-free: the report's lanes are copies at the workspace's scales (the render thread's lanes keep theirs), and
+    cancelling a request stops its report at the next generator call, delivering nothing."""
+    from backends.registry import MODELS
+    from workspace.diagnostics import compute, snapshot
+    from workspace.model import Workspace
+
+    workspace = Workspace(models=MODELS)
+    workspace.open_session(demo_session_path())
+    untrained = next(s for s in workspace.lanes if s.name == UNTRAINED)
+    workspace.set_scale(untrained.lane_id, 40.0)
+    request = snapshot(workspace)
+    copy = request.lanes[workspace.lanes.index(untrained)]
+    assert copy.spec.scale == 40.0 and untrained.lane.spec.scale == 1.0
+    assert copy.generator is not untrained.lane.generator  # the copy's calls can be stopped; the lane's cannot
+    assert copy.generator.size == untrained.lane.generator.size
+    request.cancel()
+    assert compute(request) is None
