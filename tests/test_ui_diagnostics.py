@@ -11,7 +11,6 @@ import pytest
 from PySide6.QtCore import QSettings, Qt
 
 from pipeline.session import demo_session_path
-
 from workspace.diagnostics import LatestOnly
 
 needs_demo = pytest.mark.skipif(not demo_session_path().exists(), reason="the demo bundle is not built")

@@ -19,8 +19,9 @@ import dataclasses
 import logging
 import threading
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -146,7 +147,7 @@ def _report_frames(lanes: list[Lane | FailedLane], reference: Lane | FailedLane,
     return [covered[i] for i in default_report_frames(len(covered), count)]
 
 
-def weights_evidence_for(cache: "WeightsCache") -> Callable[[Lane, Lane, str], dict[str, Any] | None]:
+def weights_evidence_for(cache: WeightsCache) -> Callable[[Lane, Lane, str], dict[str, Any] | None]:
     """build_report's ``weights_evidence``: what the model files say, as `report` gives it."""
 
     def evidence(lane: Lane, reference: Lane, role: str) -> dict[str, Any] | None:
@@ -413,8 +414,8 @@ class LatestOnly:
                 self.running = generation
                 self._running_request = request
             try:
-                result = self._work(request, lambda: generation != self.generation)
-            except Exception as error:  # noqa: BLE001 - reported to the window, which shows it
+                result = self._work(request, lambda g=generation: g != self.generation)
+            except Exception as error:  # reported to the window, which shows it
                 log.exception("%s failed", self.name)
                 result = WorkFailed(f"{type(error).__name__}: {error}", traceback.format_exc())
             with self._cond:
