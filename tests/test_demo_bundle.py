@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 import tomllib
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -188,18 +188,45 @@ def test_onnx_generator_matches_torch_to_1e_4_on_demo_frames(torch_features: np.
 # ------------------------------------------------------------------------------------------- Core ML read-back
 
 
-def _coreml(path: Path):  # noqa: ANN202
-    """coremltools' own reader, on a copy: its ModelPackage rewrites Manifest.json, and the bundle must stay as built."""
+@contextmanager
+def _coreml_reader(folder: Path):
+    """coremltools' own reader, on copies in folder: its ModelPackage rewrites Manifest.json, and the bundle must stay
+    as built. Each package is copied once; the folder is removed on leaving."""
     ct = pytest.importorskip("coremltools")
-    copy = Path(tempfile.mkdtemp(prefix="coreml_readback_")) / path.name
-    shutil.copytree(path, copy)
-    return ct.models.MLModel(str(copy), skip_model_load=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    copies: dict[Path, Path] = {}
+
+    def read(path: Path):
+        if path not in copies:
+            copies[path] = folder / path.name
+            shutil.copytree(path, copies[path])
+        return ct.models.MLModel(str(copies[path]), skip_model_load=True)
+
+    try:
+        yield read
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
-def _float_weights(path: Path) -> list[np.ndarray]:
+@pytest.fixture(scope="module")
+def coreml(tmp_path_factory: pytest.TempPathFactory):
+    with _coreml_reader(tmp_path_factory.mktemp("coreml_readback")) as read:
+        yield read
+
+
+def test_core_ml_read_back_copies_are_removed_afterwards(tmp_path: Path) -> None:
+    """The copies live in the reader's folder only (an 11 MB copy was left in the temp directory per test before)."""
+    folder = tmp_path / "readback"
+    with _coreml_reader(folder) as read:
+        assert read(MODELS / "Generator.mlpackage").get_spec().WhichOneof("Type") == "mlProgram"
+        assert (folder / "Generator.mlpackage" / "Manifest.json").is_file()
+    assert not folder.exists()
+
+
+def _float_weights(read, path: Path) -> list[np.ndarray]:
     from coremltools.optimize.coreml import get_weights_metadata
 
-    metadata = get_weights_metadata(_coreml(path), weight_threshold=0)
+    metadata = get_weights_metadata(read(path), weight_threshold=0)
     return [m.val for m in metadata.values() if np.issubdtype(m.val.dtype, np.floating)]
 
 
@@ -214,46 +241,46 @@ def _folded_conv_weights(state: dict) -> list[np.ndarray]:
     return folded
 
 
-def _conv_weights(path: Path) -> list[np.ndarray]:
-    return [w.astype(np.float64) for w in _float_weights(path) if w.ndim == 4]
+def _conv_weights(read, path: Path) -> list[np.ndarray]:
+    return [w.astype(np.float64) for w in _float_weights(read, path) if w.ndim == 4]
 
 
 @pytest.mark.parametrize("name", ["AudioEncoder", "AudioEncoder_untrained", "AudioEncoder_scale200"])
-def test_core_ml_encoders_are_fp32_ml_programs_with_one_mel_input_and_512_features(name: str) -> None:
-    spec = _coreml(MODELS / f"{name}.mlpackage").get_spec()
+def test_core_ml_encoders_are_fp32_ml_programs_with_one_mel_input_and_512_features(name: str, coreml) -> None:
+    spec = coreml(MODELS / f"{name}.mlpackage").get_spec()
     assert spec.WhichOneof("Type") == "mlProgram"
     (inp,), (out,) = spec.description.input, spec.description.output
     assert inp.name == "mel_spectrogram" and list(inp.type.multiArrayType.shape) == [1, 1, 80, 16]
     assert list(out.type.multiArrayType.shape) == [1, 512]
-    assert all(w.dtype == np.float32 for w in _float_weights(MODELS / f"{name}.mlpackage"))
+    assert all(w.dtype == np.float32 for w in _float_weights(coreml, MODELS / f"{name}.mlpackage"))
 
 
-def test_core_ml_generator_is_stored_in_fp16() -> None:
-    spec = _coreml(MODELS / "Generator.mlpackage").get_spec()
+def test_core_ml_generator_is_stored_in_fp16(coreml) -> None:
+    spec = coreml(MODELS / "Generator.mlpackage").get_spec()
     assert spec.WhichOneof("Type") == "mlProgram"
     shapes = sorted(list(i.type.multiArrayType.shape) for i in spec.description.input)
     assert shapes == [[1, 6, 160, 160], [1, 32, 16, 16]]
     assert [list(o.type.multiArrayType.shape) for o in spec.description.output] == [[1, 3, 160, 160]]
-    weights = _float_weights(MODELS / "Generator.mlpackage")
+    weights = _float_weights(coreml, MODELS / "Generator.mlpackage")
     assert weights and all(w.dtype == np.float16 for w in weights)
     outc = torch.load(MODELS / "generator.pth", map_location="cpu")["outc.conv.weight"].numpy()
     stored = [w for w in weights if w.shape == outc.shape]
     assert any(np.abs(w.astype(np.float32) - outc).max() <= 2e-3 * np.abs(outc).max() for w in stored)
 
 
-def test_correct_and_scaled_core_ml_encoders_hold_the_trained_weights() -> None:
+def test_correct_and_scaled_core_ml_encoders_hold_the_trained_weights(coreml) -> None:
     expected = _folded_conv_weights(torch.load(MODELS / "audio_visual_encoder.pth", map_location="cpu"))
     for name in ("AudioEncoder", "AudioEncoder_scale200"):
-        stored = _conv_weights(MODELS / f"{name}.mlpackage")
+        stored = _conv_weights(coreml, MODELS / f"{name}.mlpackage")
         assert len(stored) == 13
         for w, e in zip(stored, expected):
             np.testing.assert_allclose(w, e, rtol=1e-5, atol=1e-6)
 
 
-def test_untrained_core_ml_encoder_holds_the_random_initial_weights_not_the_trained_ones() -> None:
+def test_untrained_core_ml_encoder_holds_the_random_initial_weights_not_the_trained_ones(coreml) -> None:
     torch.manual_seed(MANIFEST["untrained_seed"])
     fresh = AudioEncoderAVE().state_dict()
-    stored = _conv_weights(MODELS / "AudioEncoder_untrained.mlpackage")
+    stored = _conv_weights(coreml, MODELS / "AudioEncoder_untrained.mlpackage")
     assert len(stored) == 13  # zip below must not pass on an empty read-back
     for w, e in zip(stored, _folded_conv_weights(fresh)):
         np.testing.assert_allclose(w, e, rtol=1e-5, atol=1e-6)
@@ -264,7 +291,7 @@ def test_untrained_core_ml_encoder_holds_the_random_initial_weights_not_the_trai
 # ---------------------------------------------------------------------------- Core ML execution (emulated backend)
 
 
-def _coreml_encoder(name: str):  # noqa: ANN202
+def _coreml_encoder(name: str):
     backend = pytest.importorskip("backends.coreml_backend")
     return backend.CoreMLEncoder(MODELS / f"{name}.mlpackage")
 
