@@ -79,7 +79,9 @@ def check_array(shape: tuple[int, ...], itemsize: int, what: str, limit: int = M
     """The byte size of an array of ``shape``; a LimitError if it is over ``limit`` (before anything is allocated)."""
     count = 1
     for dim in shape:
-        count *= int(dim)
+        # max(dim, 1): an empty array may not declare 10**54 along another axis either (numpy's own size
+        # arithmetic overflows on it; found by tools/fuzz)
+        count *= max(int(dim), 1)
     size = count * int(itemsize)
     if size > limit:
         raise LimitError(f"{what}: declares shape {list(shape)} ({gib(size)}), more than the limit of {gib(limit)} "

@@ -586,3 +586,13 @@ def test_an_onnx_model_with_a_dimension_name_that_is_not_utf8_is_a_message(tmp_p
         "010a0208500802081062170a03656d6212100a0e0801120a0a0312010a420308800442040a00100d"))
     with pytest.raises(InputError, match=r"enc\.onnx: expected tensor and dimension names in UTF-8"):
         OnnxEncoder(tmp_path / "enc.onnx")
+
+
+def test_an_empty_npy_declaring_a_huge_axis_is_a_message(tmp_path):
+    from pipeline.dumps import load_feature_dump
+
+    # Found by tools/fuzz (dumps): shape (0, 10**54) is 0 bytes, but numpy's int64 size arithmetic overflowed.
+    with open(tmp_path / "f.npy", "wb") as handle:
+        np.lib.format.write_array_header_1_0(handle, {"descr": "<f4", "fortran_order": False, "shape": (0, 10**54)})
+    with pytest.raises(limits.LimitError, match=r"f\.npy: declares shape \[0, 1000000000000000000000000000000000000"):
+        load_feature_dump(tmp_path / "f.npy")
