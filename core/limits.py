@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import stat
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -119,7 +120,16 @@ _expired = threading.Event()
 _expired_message = ""
 _cancel_hooks: dict[int, Callable[[], None]] = {}
 _hook_threads: dict[int, int] = {}  # hook key -> the thread that registered it (cancel_runs_on)
-_cancelled_threads: set[int] = set()  # threads told to stop: a run they start is ended at once (clear_cancel)
+# Threads told to stop: a run they start is ended at once (clear_cancel). Held as thread objects, not idents: the
+# OS reuses an ident once its thread has ended, and a new thread (a diagnostics worker) must not inherit a Stop.
+_cancelled_threads: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
+
+
+def _live_thread(ident: int | None) -> threading.Thread | None:
+    for thread in threading.enumerate():
+        if thread.ident == ident:
+            return thread
+    return None
 _hooks_lock = threading.Lock()
 
 
@@ -160,7 +170,7 @@ def cancellable(cancel: Callable[[], None]) -> Iterator[None]:
     with _hooks_lock:
         _cancel_hooks[key] = cancel
         _hook_threads[key] = ident
-        pending = ident in _cancelled_threads
+        pending = threading.current_thread() in _cancelled_threads
     if pending:  # cancel_runs_on came before this run began (the thread was still preparing it): end it at once
         cancel()
     try:
@@ -178,7 +188,9 @@ def cancel_runs_on(thread_ident: int | None) -> int:
     if thread_ident is None:
         return 0
     with _hooks_lock:
-        _cancelled_threads.add(thread_ident)  # also the runs it starts later, until clear_cancel
+        thread = _live_thread(thread_ident)
+        if thread is not None:
+            _cancelled_threads.add(thread)  # also the runs it starts later, until clear_cancel
         hooks = [_cancel_hooks[key] for key, ident in _hook_threads.items()
                  if ident == thread_ident and key in _cancel_hooks]
     for hook in hooks:
@@ -192,7 +204,9 @@ def cancel_runs_on(thread_ident: int | None) -> int:
 def clear_cancel(thread_ident: int | None = None) -> None:
     """The thread (this one by default) starts new work: an earlier cancel_runs_on no longer applies to it."""
     with _hooks_lock:
-        _cancelled_threads.discard(threading.get_ident() if thread_ident is None else thread_ident)
+        thread = threading.current_thread() if thread_ident is None else _live_thread(thread_ident)
+        if thread is not None:
+            _cancelled_threads.discard(thread)
 
 
 def terminate_hook(run_options: Any) -> Callable[[], None]:
