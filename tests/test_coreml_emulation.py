@@ -361,7 +361,9 @@ def test_a_translation_onnxruntime_rejects_is_an_input_error(coreml_cache, monke
 
     path, _ = cached_model(coreml_cache, "encoder", "fp32")
     real = coreml_backend.translate(path)
-    monkeypatch.setattr(coreml_backend, "translate", lambda *_: dataclasses.replace(real, onnx_bytes=b"not onnx"))
+    # The runner takes its program through the translation cache, so the broken translation goes in there.
+    monkeypatch.setattr(coreml_backend, "translate_cached",
+                        lambda *_: dataclasses.replace(real, onnx_bytes=b"not onnx"))
     with pytest.raises(InputError, match="could not be loaded by onnxruntime"):
         CoreMLEncoder(path, mode="emulated")
 
