@@ -19,10 +19,9 @@ import pytest
 import soundfile
 
 from backends.registry import MODELS
-from core.errors import InputError
 from tests.builders.avatar import make_dataset
 from tests.builders.fake_lanes import FakeLane, FakeRenderedFrame
-from tests.builders.onnx_models import make_encoder, make_generator
+from tests.builders.onnx_models import make_encoder, make_endless_encoder, make_generator
 from workspace.clock import WallClock
 from workspace.model import Workspace, frame_count_for
 from workspace.render_worker import FrameFailed
@@ -219,43 +218,6 @@ def test_reload_models_picks_up_a_rewritten_model_and_drops_the_old_models_frame
 
 
 # --- a model that never returns ------------------------------------------------------------------------------------
-
-def make_endless_encoder(path: Path) -> Path:
-    """An encoder [1,1,80,16] -> [1,512] whose Loop runs 2**62 times: it never returns in practice."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    body = helper.make_graph(
-        [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
-         helper.make_node("Add", ["state_in", "one"], ["state_out"])],
-        "body",
-        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
-         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
-         helper.make_tensor_value_info("state_in", TensorProto.FLOAT, [1, 512])],
-        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
-         helper.make_tensor_value_info("state_out", TensorProto.FLOAT, [1, 512])],
-        [helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])],
-    )
-    graph = helper.make_graph(
-        [helper.make_node("ReduceSum", ["mel", "axes"], ["summed"], keepdims=0),
-         helper.make_node("Reshape", ["summed", "shape"], ["flat"]),
-         helper.make_node("Mul", ["flat", "zeros"], ["start"]),
-         helper.make_node("Loop", ["trips", "cond", "start"], ["out"], body=body)],
-        "endless",
-        [helper.make_tensor_value_info("mel", TensorProto.FLOAT, [1, 1, 80, 16])],
-        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 512])],
-        [helper.make_tensor("axes", TensorProto.INT64, [2], [2, 3]),
-         helper.make_tensor("shape", TensorProto.INT64, [2], [1, 1]),
-         helper.make_tensor("zeros", TensorProto.FLOAT, [1, 512], [0.0] * 512),
-         helper.make_tensor("trips", TensorProto.INT64, [], [2**62]),
-         helper.make_tensor("cond", TensorProto.BOOL, [], [True])],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
-
 
 def test_stopping_a_lane_whose_onnx_loop_never_ends_lets_the_other_lanes_render(tmp_path) -> None:
     make_endless_encoder(tmp_path / "endless.onnx")

@@ -24,6 +24,7 @@ import soundfile as sf
 
 from core import limits, safe_write
 from core.errors import InputError
+from tests.builders.onnx_models import make_endless_encoder
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "resources" / "demo"
@@ -270,45 +271,8 @@ def test_a_fifo_named_as_audio_in_a_session_is_named(tmp_path):
     assert "found a FIFO (named pipe)" in line and "directory" not in line
 
 
-def _endless_encoder(path: Path) -> Path:
-    """An encoder [B,1,80,16] -> [B,512] whose Loop runs 2**62 times: it never returns in practice."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    body = helper.make_graph(
-        [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
-         helper.make_node("Add", ["state_in", "one"], ["state_out"])],
-        "body",
-        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
-         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
-         helper.make_tensor_value_info("state_in", TensorProto.FLOAT, [1, 512])],
-        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
-         helper.make_tensor_value_info("state_out", TensorProto.FLOAT, [1, 512])],
-        [helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])],
-    )
-    graph = helper.make_graph(
-        [helper.make_node("ReduceSum", ["mel", "axes"], ["summed"], keepdims=0),
-         helper.make_node("Reshape", ["summed", "shape"], ["flat"]),
-         helper.make_node("Mul", ["flat", "zeros"], ["start"]),
-         helper.make_node("Loop", ["trips", "cond", "start"], ["out"], body=body)],
-        "endless",
-        [helper.make_tensor_value_info("mel", TensorProto.FLOAT, [1, 1, 80, 16])],
-        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 512])],
-        [helper.make_tensor("axes", TensorProto.INT64, [2], [2, 3]),
-         helper.make_tensor("shape", TensorProto.INT64, [2], [1, 1]),
-         helper.make_tensor("zeros", TensorProto.FLOAT, [1, 512], [0.0] * 512),
-         helper.make_tensor("trips", TensorProto.INT64, [], [2**62]),
-         helper.make_tensor("cond", TensorProto.BOOL, [], [True])],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
-
-
 def test_time_limit_stops_an_endless_onnx_model_with_a_message(tmp_path):
-    _endless_encoder(tmp_path / "endless.onnx")
+    make_endless_encoder(tmp_path / "endless.onnx")
     result = app("dump", "--audio", AUDIO, "--encoder", "endless.onnx", "--stage", "features", "--out", "f.npy",
                  "--time-limit", "2", cwd=tmp_path, timeout=HANG_TIMEOUT)
     line = one_error_line(result)

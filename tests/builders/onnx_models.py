@@ -308,3 +308,37 @@ def generator_inputs_like(
     image = rng.uniform(0.0, 1.0, size=(count, 6, size, size)).astype(np.float32)
     audio = rng.uniform(0.0, audio_high, size=(count, 32, 16, 16)).astype(np.float32)
     return image, audio
+
+
+def make_endless_encoder(path: str | Path) -> Path:
+    """An encoder [1,1,80,16] -> [1,512] whose Loop runs 2**62 times: it never returns in practice."""
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+         helper.make_node("Add", ["state_in", "one"], ["state_out"])],
+        "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("state_in", TensorProto.FLOAT, [1, 512])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("state_out", TensorProto.FLOAT, [1, 512])],
+        [helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])],
+    )
+    graph = helper.make_graph(
+        [helper.make_node("ReduceSum", ["mel", "axes"], ["summed"], keepdims=0),
+         helper.make_node("Reshape", ["summed", "shape"], ["flat"]),
+         helper.make_node("Mul", ["flat", "zeros"], ["start"]),
+         helper.make_node("Loop", ["trips", "cond", "start"], ["out"], body=body)],
+        "endless",
+        [helper.make_tensor_value_info("mel", TensorProto.FLOAT, [1, 1, 80, 16])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 512])],
+        [helper.make_tensor("axes", TensorProto.INT64, [2], [2, 3]),
+         helper.make_tensor("shape", TensorProto.INT64, [2], [1, 1]),
+         helper.make_tensor("zeros", TensorProto.FLOAT, [1, 512], [0.0] * 512),
+         helper.make_tensor("trips", TensorProto.INT64, [], [2**62]),
+         helper.make_tensor("cond", TensorProto.BOOL, [], [True])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return Path(path)
