@@ -400,7 +400,7 @@ def _evidence_rows(entry: dict[str, Any], known: set[str], per_row: int = 3) -> 
             continue
         label = key.replace("_", " ")
         if key == "stages" and isinstance(value, dict):
-            lines.append(f"<b>stages</b>: " + " → ".join(f"{_e(k)}: {_value_text(v)}" for k, v in value.items()))
+            lines.append("<b>stages</b>: " + " → ".join(f"{_e(k)}: {_value_text(v)}" for k, v in value.items()))
         elif isinstance(value, dict):
             pairs.extend((str(sub).replace("_", " "), _value_text(item)) for sub, item in value.items()
                          if item not in (None, "", [], {}))
