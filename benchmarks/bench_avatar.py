@@ -20,7 +20,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.avatar import Avatar, paste_back, prepare_input  # noqa: E402
+from pipeline.avatar import Avatar  # noqa: E402
+from pipeline.crop import paste_back, prepare_input  # noqa: E402
 from pipeline.metrics import compare, histogram, per_row_ranges, stats  # noqa: E402
 from tests.builders.avatar import make_dataset  # noqa: E402
 

@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from backends.onnx_backend import OnnxGenerator  # noqa: E402
-from pipeline.avatar import Avatar, ping_pong_index, prepare_input  # noqa: E402
+from pipeline.avatar import Avatar  # noqa: E402
+from pipeline.crop import ping_pong_index, prepare_input  # noqa: E402
 from pipeline.features import audio_tensors  # noqa: E402
 
 BUNDLE = ROOT / "resources" / "demo"

@@ -98,7 +98,7 @@ class SyntheticAvatar:
     generator inputs and resized crops come from the pipeline's own prepare_input (cv2, as the app does)."""
 
     def __init__(self, count: int, height: int, width: int, box: int, size: int, seed: int = 0) -> None:
-        from pipeline.avatar import CropBox, prepare_input
+        from pipeline.crop import CropBox, prepare_input
 
         rng = np.random.default_rng(seed)
         self.frames = rng.integers(0, 256, (count, height, width, 3), dtype=np.uint8)
@@ -158,7 +158,7 @@ class GpuLane:
         import torch
         import torch.nn.functional as F
 
-        from pipeline.avatar import ping_pong_indices
+        from pipeline.crop import ping_pong_indices
 
         ks = torch.from_numpy(np.asarray(ping_pong_indices(np.arange(frames.start, frames.stop), self.count))
                               ).to(self.device)

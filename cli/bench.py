@@ -269,7 +269,8 @@ window = QMainWindow(); label = QLabel("baseline"); window.setCentralWidget(labe
 window.show(); app.processEvents()
 from backends.registry import MODELS
 from pipeline.audio import load_audio
-from pipeline.avatar import Avatar, paste_back, prepare_input
+from pipeline.avatar import Avatar
+from pipeline.crop import paste_back, prepare_input
 from pipeline.features import audio_tensors
 from pipeline.session import load_session
 from pipeline.streaming import features_from_mel, streamed_melspectrogram

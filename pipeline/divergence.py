@@ -29,7 +29,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from core.constants import CONTEXT_ROWS, HOP_LENGTH, MEL_BANDS, SAMPLE_RATE
-from pipeline.avatar import CROP_MARGIN, INTERPOLATION, MASK_EXTENT, MASK_ORIGIN, CropBox, output_to_uint8
+from pipeline.crop import CROP_MARGIN, INTERPOLATION, MASK_EXTENT, MASK_ORIGIN, CropBox, output_to_uint8
 from pipeline.mel import FMAX, FMIN, hz_to_slaney_mel, normalise_db, preemphasis, slaney_mel_to_hz
 
 KINDS = (

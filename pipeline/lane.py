@@ -19,7 +19,8 @@ from core.filekinds import file_kind
 from core.interfaces import Encoder, Generator, ModelOpener, Provenance
 from pipeline.dumps import FeatureDump, OutputDump, StageDump, load_mel_dump
 from pipeline.audio import Audio, load_audio
-from pipeline.avatar import Avatar, GeneratorInput, output_to_uint8, paste_mouth, ping_pong_index, prepare_input
+from pipeline.avatar import Avatar
+from pipeline.crop import GeneratorInput, output_to_uint8, paste_mouth, ping_pong_index, prepare_input
 from core.errors import InputError
 from pipeline.features import audio_tensors
 from pipeline.metrics import check_scale, feature_peak

@@ -1,6 +1,6 @@
 """Stages 5-6 pinned against PIPELINE.md: crop box, border clipping, mask extents, interpolation, truncation, order.
 
-References are independent of pipeline/avatar.py: hand-written numbers, numpy slicing itself, and above all the
+References are independent of pipeline/avatar.py and pipeline/crop.py: hand-written numbers, numpy slicing itself, and above all the
 reference's own calls (tests/reference_calls.py): its .lms parse, its cv2.resize calls with their argument form
 (bicubic by keyword for 320; the 160 model's flag passed positionally into `dst`, hence bilinear), its rect-form
 cv2.rectangle, its float32 / 255.0, its uint8 cast and its step loop. A separable numpy resampler written here
@@ -17,8 +17,8 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.avatar import (
-    Avatar,
+from pipeline.avatar import Avatar, read_lms
+from pipeline.crop import (
     CropBox,
     crop_box_from_landmarks,
     mask_crop,
@@ -27,7 +27,6 @@ from pipeline.avatar import (
     ping_pong_index,
     ping_pong_indices,
     prepare_input,
-    read_lms,
 )
 from core.errors import InputError
 from tests import reference_calls as reference

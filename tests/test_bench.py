@@ -15,7 +15,8 @@ import pytest
 
 from backends.registry import MODELS
 from pipeline.audio import load_audio
-from pipeline.avatar import Avatar, paste_back, ping_pong_index, prepare_input
+from pipeline.avatar import Avatar
+from pipeline.crop import paste_back, ping_pong_index, prepare_input
 from pipeline.features import audio_tensors, pad_features
 from pipeline.lane import Lane, open_lanes
 from pipeline.mel import melspectrogram

@@ -167,7 +167,8 @@ def test_onnx_encoder_has_a_dynamic_batch_and_matches_torch_to_1e_4(
 
 
 def test_onnx_generator_matches_torch_to_1e_4_on_demo_frames(torch_features: np.ndarray) -> None:
-    from pipeline.avatar import Avatar, ping_pong_index, prepare_input
+    from pipeline.avatar import Avatar
+    from pipeline.crop import ping_pong_index, prepare_input
     from pipeline.features import audio_tensors, pad_features
 
     avatar = Avatar.open(BUNDLE / "avatar")
@@ -333,7 +334,8 @@ def test_untrained_core_ml_encoder_runs_like_the_seeded_fresh_torch_encoder(demo
 
 def test_core_ml_fp16_generator_runs_close_to_torch(torch_features: np.ndarray) -> None:
     backend = pytest.importorskip("backends.coreml_backend")
-    from pipeline.avatar import Avatar, prepare_input
+    from pipeline.avatar import Avatar
+    from pipeline.crop import prepare_input
     from pipeline.features import audio_tensors, pad_features
 
     avatar = Avatar.open(BUNDLE / "avatar")

@@ -131,7 +131,8 @@ def test_lms_of_110_points_read_as_the_references_float32_int32_cast(tmp_path, p
 @SETTINGS
 @given(data=st.binary(max_size=2000))
 def test_any_bytes_as_lms_are_points_or_a_message(tmp_path, data):
-    from pipeline.avatar import crop_box_from_landmarks, read_lms
+    from pipeline.avatar import read_lms
+    from pipeline.crop import crop_box_from_landmarks
 
     path = _write(tmp_path, "0.lms", data)
     try:

@@ -24,7 +24,8 @@ import soundfile as sf
 from cli.main import run as cli_run
 from cli.render import select_lanes
 from core.errors import InputError
-from pipeline.avatar import crop_box_from_landmarks, read_lms
+from pipeline.avatar import read_lms
+from pipeline.crop import crop_box_from_landmarks
 from pipeline.session import LaneSpec
 from pipeline.lane import FailedLane
 from pipeline.video_export import ExportCancelled, encode_video

@@ -27,7 +27,7 @@ import numpy as np
 
 from core.errors import InputError
 from core.filekinds import file_kind
-from pipeline.avatar import output_to_uint8
+from pipeline.crop import output_to_uint8
 from pipeline.dumps import OutputDump
 from pipeline.lane import FailedLane, Lane
 from pipeline.mouth import mouth_opening

@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline.avatar import crop_box_from_landmarks, mask_crop, prepare_input
+from pipeline.crop import crop_box_from_landmarks, mask_crop, prepare_input
 from pipeline.mel import melspectrogram
 from pipeline.windows import num_windows, window_starts
 from tools.demo import face
@@ -136,7 +136,7 @@ def bare_crops(num_templates: int) -> np.ndarray:
 
 
 def mask_region() -> np.ndarray:
-    """[160, 160] bool: True where pipeline.avatar.mask_crop blacks out the masked half of the input."""
+    """[160, 160] bool: True where pipeline.crop.mask_crop blacks out the masked half of the input."""
     probe = np.full((SIZE, SIZE, 3), 255, np.uint8)
     return mask_crop(probe, SIZE)[..., 0] == 0
 

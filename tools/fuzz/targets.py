@@ -48,7 +48,8 @@ def session(data: bytes) -> None:
 
 
 def lms(data: bytes) -> None:
-    from pipeline.avatar import crop_box_from_landmarks, read_lms
+    from pipeline.avatar import read_lms
+    from pipeline.crop import crop_box_from_landmarks
 
     try:
         crop_box_from_landmarks(read_lms(_file("0.lms", data)))
