@@ -227,8 +227,10 @@ class TorchGenerator:
         torch = _torch()
         s = self.size
         image, audio = checked_generator_inputs(image, audio, s, f"generator {self.path.name}")
-        image = np.ascontiguousarray(image, dtype=np.float32)
-        audio = np.ascontiguousarray(audio, dtype=np.float32)
+        # Lanes hand over their shared, read-only prepared inputs; torch.from_numpy wants writable memory (it warns
+        # otherwise), so a read-only batch is copied (0.6 MB a 160 px frame) rather than shared with the model.
+        image = np.require(image, np.float32, ["C_CONTIGUOUS", "WRITEABLE"])
+        audio = np.require(audio, np.float32, ["C_CONTIGUOUS", "WRITEABLE"])
         parts = []
         with torch.inference_mode():
             for start in range(0, len(image), self.batch):

@@ -23,6 +23,7 @@ from pipeline.avatar import Avatar
 from pipeline.crop import GeneratorInput, output_to_uint8, paste_mouth, ping_pong_index, prepare_input
 from core.errors import InputError
 from pipeline.features import audio_tensors
+from pipeline.input_cache import inputs_for
 from pipeline.metrics import check_scale, feature_peak
 from pipeline.streaming import features_from_mel, streamed_melspectrogram
 from pipeline.session import LaneSpec, Session
@@ -79,7 +80,6 @@ class Lane:
         self._windows: np.ndarray | None = None
         self._raw_features: np.ndarray | None = None
         self._scaled: tuple[float, np.ndarray] | None = None
-        self._inputs: dict[tuple[int, int], GeneratorInput] = {}  # (template index, size)
         # Lanes of one session share the audio, so the computed mel is shared too (keyed by padding mode).
         self._shared_mels = shared_mels if shared_mels is not None else {}
         # A lane without an encoder can still produce the mel, windows and generator inputs (the dump command).
@@ -249,7 +249,8 @@ class Lane:
         return int(ping_pong_index(i, self._require_avatar().num_templates))
 
     def generator_input(self, i: int, size: int | None = None) -> GeneratorInput:
-        """The prepared 6-channel input (and resized crop) for output frame i; cached per template frame.
+        """The prepared 6-channel input (and resized crop) for output frame i; cached per template frame and shared
+        with the other lanes on this Avatar, so its arrays are read-only (copy before writing).
 
         With an input dump the tensor is the dump's row for frame i; the resized crop (what paste-back writes into)
         is still this program's, since a dump of inputs says nothing about the frame around them.
@@ -262,19 +263,14 @@ class Lane:
             if tensor.shape[-1] != size:
                 raise InputError(f"lane {self.name!r}: {self.input_dump.path.name} holds {tensor.shape[-1]} px inputs, "
                                  f"expected {size} px")
-            k = self.template_index(i)
-            computed = prepare_input(avatar.frame(k), avatar.crop_box(k), size)
+            computed = self._prepared(avatar, self.template_index(i), size)
             return GeneratorInput(tensor=np.asarray(tensor, dtype=np.float32), resized_crop=computed.resized_crop)
-        k = self.template_index(i)
-        with self._lock:
-            key = (k, size)
-            prepared = self._inputs.get(key)
-            if prepared is None:
-                prepared = prepare_input(avatar.frame(k), avatar.crop_box(k), size)
-                if len(self._inputs) > 512:
-                    self._inputs.clear()
-                self._inputs[key] = prepared
-            return prepared
+        return self._prepared(avatar, self.template_index(i), size)
+
+    def _prepared(self, avatar: Avatar, k: int, size: int) -> GeneratorInput:
+        """Template k's prepared input at this size, from the one cache the Avatar's lanes share (keyed by
+        (template index, size), bounded, read-only arrays: pipeline/input_cache.py)."""
+        return inputs_for(avatar).get(k, size, lambda: prepare_input(avatar.frame(k), avatar.crop_box(k), size))
 
     def raw_output(self, i: int, scale: float | None = None) -> np.ndarray:
         """[3, S, S] float32 generator output for output frame i, as the model returns it."""
