@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 from backends.coreml_backend import CoreMLEncoder
-from backends.coreml_emulator import CACHE_ENV, cache_dir, content_key, translate_cached
+from backends import coreml_emulator
+from backends.coreml_emulator import CACHE_ENV, cache_dir, content_key, translate_cached, translator_sources
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "resources" / "demo" / "models" / "AudioEncoder_untrained.mlpackage"
@@ -75,6 +76,24 @@ def test_other_content_or_precision_is_another_key(cache: Path, tmp_path: Path) 
     assert content_key(copy, "as_stored") != content_key(PACKAGE, "as_stored")
     translate_cached(PACKAGE)
     assert translate_cached(copy).details["translation"] == "fresh"  # the edited model is never served stale
+
+
+def test_every_translator_module_is_part_of_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The translator is split over several modules: a change in any of them must invalidate cached translations."""
+    backends_dir = ROOT / "backends"
+    not_translator = {"coreml_backend.py", "coreml_inspection.py"}
+    expected = {p for p in backends_dir.glob("coreml_*.py") if p.name not in not_translator}
+    sources = translator_sources()
+    assert {p.resolve() for p in sources} == {p.resolve() for p in expected}
+    copies = [Path(shutil.copy(source, tmp_path / source.name)) for source in sources]
+    monkeypatch.setattr(coreml_emulator, "translator_sources", lambda: copies)
+    base = content_key(PACKAGE, "as_stored")
+    for copy in copies:
+        original = copy.read_bytes()
+        copy.write_bytes(original + b"\n# edited\n")
+        assert content_key(PACKAGE, "as_stored") != base, copy.name
+        copy.write_bytes(original)
+    assert content_key(PACKAGE, "as_stored") == base
 
 
 def test_a_damaged_entry_is_translated_again(cache: Path) -> None:
