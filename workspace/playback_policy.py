@@ -201,5 +201,7 @@ class TimedLane:
         self._meter.record(self.lane_id, self._now() - started)
         return result
 
+    # ``frames`` (the pre-render's runs, several frames a call) goes to the lane untimed through __getattr__: a batched
+    # frame costs less than the single frame playback renders, and the meter must keep measuring what playback pays.
     def __getattr__(self, name: str) -> Any:  # anything else a caller reads goes to the lane itself
         return getattr(self.lane, name)

@@ -9,6 +9,10 @@ Rules, each one a reason:
 - Each ``submit`` bumps a generation counter. The worker checks it between jobs (a job is one frame, which it
   cannot interrupt) and re-plans from the newest request, so a seek or a scale change drops superseded work
   after at most one frame.
+- A request may ask for batches (``batch`` > 1: the pre-render). After every lane's first frame, each lane's
+  frames come as runs of up to ``batch`` consecutive frames, one ``Lane.frames`` call (one generator call) a run,
+  round-robin across lanes run by run; the request is still checked between runs (a seek during a pre-render waits
+  for at most one run). A run that raises is redrawn frame by frame, so a failure is still one frame's.
 - The plan renders the frame at the playhead for every lane first, then walks ahead round-robin across lanes,
   so every lane gets a picture before any lane gets a second one. Within each frame the lane served longest ago
   goes first: during playback that cannot keep up, every new playhead supersedes the plan after one frame, and
@@ -56,6 +60,9 @@ class RenderableLane(Protocol):
 
     def frame(self, index: int, scale: float) -> RenderedFrame: ...
 
+    # Optional: ``frames(indices, scale) -> list[RenderedFrame]``, several frames a call (pipeline.lane.Lane.frames);
+    # a lane without it is drawn frame by frame even in a batched request.
+
 
 @dataclass(frozen=True)
 class LaneJob:
@@ -76,6 +83,7 @@ class RenderRequest:
     num_frames: int
     loop: tuple[int, int] | None = None
     step: int = 1  # every step-th frame from the playhead (the playback policy's reduced preview rate)
+    batch: int = 1  # frames per lane call for runs of consecutive frames (pre-render: pipeline.lane.RENDER_BATCH)
 
 
 @dataclass(frozen=True)
@@ -118,6 +126,17 @@ class Busy:
     lane_id: int
     index: int | None
     since: float
+
+
+def consecutive_runs(indices: list[int], limit: int) -> list[list[int]]:
+    """``indices`` cut into runs of consecutive frames (each next = previous + 1), at most ``limit`` long."""
+    runs: list[list[int]] = []
+    for index in indices:
+        if runs and index == runs[-1][-1] + 1 and len(runs[-1]) < limit:
+            runs[-1].append(index)
+        else:
+            runs.append([index])
+    return runs
 
 
 def frame_order(playhead: int, lookahead: int, num_frames: int, loop: tuple[int, int] | None = None,
@@ -169,12 +188,13 @@ class RenderWorker:
 
     # -- main thread ------------------------------------------------------------------------------------------
     def submit(self, playhead: int, lanes: list[LaneJob], lookahead: int, num_frames: int,
-               loop: tuple[int, int] | None = None, step: int = 1) -> int:
-        """Replace the pending request; returns its generation."""
+               loop: tuple[int, int] | None = None, step: int = 1, batch: int = 1) -> int:
+        """Replace the pending request; returns its generation. ``batch`` > 1 draws runs of consecutive frames
+        with one lane call each (after every lane's first frame)."""
         with self._condition:
             self._generation += 1
             self._request = RenderRequest(self._generation, playhead, tuple(lanes), lookahead, num_frames, loop,
-                                          step)
+                                          step, max(1, int(batch)))
             self._condition.notify()
             return self._generation
 
@@ -247,13 +267,17 @@ class RenderWorker:
 
     # -- render thread ----------------------------------------------------------------------------------------
     def _superseded(self, request: RenderRequest, epoch: int) -> bool:
-        return (self._stopped or epoch != self._epoch or self._request is None
-                or self._request.generation != request.generation)
+        return self._stale(request.generation, epoch)
 
-    def _plan(self, request: RenderRequest) -> Iterator[tuple[LaneJob, int | None, bool]]:
-        """(lane, None, _) means "compute the features"; (lane, i, _) means "render frame i"; the flag marks the
-        playhead's frame drawn before the lane's features (a failure there is not reported: the features come next
-        and say why, or the frame is tried again after them)."""
+    def _stale(self, generation: int, epoch: int) -> bool:
+        return (self._stopped or epoch != self._epoch or self._request is None
+                or self._request.generation != generation)
+
+    def _plan(self, request: RenderRequest) -> Iterator[tuple[LaneJob, int | list[int] | None, bool]]:
+        """(lane, None, _) means "compute the features"; (lane, i, _) means "render frame i"; (lane, [i, i+1, ..], _)
+        means "render these consecutive frames in one call" (a batched request, past the first frame); the flag marks
+        the playhead's frame drawn before the lane's features (a failure there is not reported: the features come
+        next and say why, or the frame is tried again after them)."""
         order = frame_order(request.playhead, request.lookahead, request.num_frames, request.loop, request.step)
         if order:
             # The current frame first, the features for the rest later: a lane that can draw a frame from just the
@@ -265,7 +289,10 @@ class RenderWorker:
                         and job.lane_id not in self._stopped_lanes and key not in self.cache
                         and key not in self._failed_frames and getattr(job.lane, "draws_before_features", False)):
                     yield job, order[0], True
-        for index in order:
+        # The first frame alone (every lane's current frame first), then groups of ``batch`` frames of the order.
+        batch = max(1, request.batch)
+        groups = [order[:1]] + [order[start:start + batch] for start in range(1, len(order), batch)] if order else []
+        for group in groups:
             # sorted() is stable: lanes never served keep the request's order
             for job in sorted(request.lanes, key=lambda job: self._last_served.get(job.lane_id, -1)):
                 if job.lane_id in self._failed or job.lane_id in self._stopped_lanes:
@@ -274,9 +301,16 @@ class RenderWorker:
                     yield job, None, False
                 if job.lane_id in self._failed or not job.render_frames:
                     continue
-                key = (job.lane_id, job.scale, index)
-                if key not in self.cache and key not in self._failed_frames:
-                    yield job, index, False
+                needed = [index for index in group if (job.lane_id, job.scale, index) not in self.cache
+                          and (job.lane_id, job.scale, index) not in self._failed_frames]
+                for run in consecutive_runs(needed, batch):
+                    batched = len(run) > 1 and callable(getattr(job.lane, "frames", None))
+                    if batched:
+                        yield job, run, False
+                    else:
+                        for index in run:
+                            if (job.lane_id, job.scale, index) not in self._failed_frames:
+                                yield job, index, False
 
     def _run(self, epoch: int) -> None:
         while True:
@@ -298,7 +332,17 @@ class RenderWorker:
                 if completed and not self._superseded(request, epoch):
                     self._finished_generation = request.generation
 
-    def _execute(self, job: LaneJob, index: int | None, generation: int, epoch: int, early: bool = False) -> None:
+    def _execute(self, job: LaneJob, index: int | list[int] | None, generation: int, epoch: int,
+                 early: bool = False) -> None:
+        if isinstance(index, list):
+            if self._execute_run(job, index, generation, epoch):
+                return
+            for single in index:  # the run raised: frame by frame, so a failure is one frame's, as without batches
+                if (self._stale(generation, epoch) or job.lane_id in self._failed
+                        or job.lane_id in self._stopped_lanes):
+                    return
+                self._execute(job, single, generation, epoch)
+            return
         with self._condition:
             self._busy = Busy(job.lane_id, index, time.monotonic())
             limits.clear_cancel()  # a Stop for the previous job must not end this one; one for this job sticks
@@ -323,13 +367,7 @@ class RenderWorker:
                 self._features_sent.add(job.lane_id)
                 self._deliver(FeaturesReady(job.lane_id, result))
                 return
-            if job.lane_id not in self._gone:
-                self.cache.put((job.lane_id, job.scale, index), result)
-            self.frames_rendered += 1
-            self._drawn.add(job.lane_id)
-            self._last_served[job.lane_id] = self._serve_count
-            self._serve_count += 1
-            self._deliver(FrameReady(job.lane_id, job.scale, index, result, generation))
+            self._accept(job, index, result, generation)
             return
         if early:  # drawn before the features: they come next, and fail with the lane's own reason if it has one
             log.info("lane %s frame %s before its features failed: %s", job.lane_id, index, error)
@@ -352,3 +390,44 @@ class RenderWorker:
         self._failed.add(job.lane_id)
         log.warning("lane %s failed: %s", job.lane_id, message)
         self._deliver(LaneFailed(job.lane_id, message, details))
+
+    def _accept(self, job: LaneJob, index: int, result: RenderedFrame, generation: int) -> None:
+        if job.lane_id not in self._gone:
+            self.cache.put((job.lane_id, job.scale, index), result)
+        self.frames_rendered += 1
+        self._drawn.add(job.lane_id)
+        self._last_served[job.lane_id] = self._serve_count
+        self._serve_count += 1
+        self._deliver(FrameReady(job.lane_id, job.scale, index, result, generation))
+
+    def _execute_run(self, job: LaneJob, indices: list[int], generation: int, epoch: int) -> bool:
+        """Draw consecutive frames with one ``frames`` call. Returns False when the call raised (the caller redraws
+        them one by one, for per-frame failures); True when the run is dealt with."""
+        with self._condition:
+            self._busy = Busy(job.lane_id, indices[0], time.monotonic())
+            limits.clear_cancel()
+        try:
+            results = list(job.lane.frames(indices, job.scale))
+            if len(results) != len(indices):
+                raise InputError(f"frames() returned {len(results)} frames for {len(indices)}")
+            failed = False
+        except Exception as exc:  # noqa: BLE001 - redrawn frame by frame, which reports it properly
+            results, failed = [], True
+            log.info("lane %s frames %s..%s in one call failed (%s): drawn one by one", job.lane_id, indices[0],
+                     indices[-1], exc)
+        with self._condition:
+            if epoch != self._epoch:
+                return True
+            busy, self._busy = self._busy, None
+            if self._stopped:
+                return True
+        if job.lane_id in self._stopped_lanes:
+            self._failed.add(job.lane_id)
+            seconds = time.monotonic() - busy.since if busy is not None else 0.0
+            self._deliver(LaneFailed(job.lane_id, STOPPED_MESSAGE.format(seconds=seconds), ""))
+            return True
+        if failed:
+            return False
+        for index, result in zip(indices, results):
+            self._accept(job, index, result, generation)
+        return True

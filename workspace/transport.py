@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from pipeline.lane import RENDER_BATCH
 from workspace.clock import FPS, FallbackWatcher, PlaybackClock, frame_at, open_clock
 from workspace.events import Event
 from workspace.frame_cache import FrameCache
@@ -267,7 +268,8 @@ class Transport:
         if not jobs or self.num_frames == 0:
             return
         if self.prerender_pending:
-            self.worker.submit(0, jobs, self.num_frames, self.num_frames)
+            # The whole clip: runs of consecutive frames go to a lane in one generator call (Lane.frames).
+            self.worker.submit(0, jobs, self.num_frames, self.num_frames, batch=RENDER_BATCH)
             return
         if not self.playing:
             self.worker.submit(self.current_frame, jobs, PAUSED_LOOKAHEAD, self.num_frames, self.loop)
