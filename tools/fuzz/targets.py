@@ -6,8 +6,10 @@ bytes to a file in a private temporary folder because every parser here reads a 
 
 from __future__ import annotations
 
+import atexit
 import io
 import os
+import shutil
 import sys
 import tempfile
 import tomllib
@@ -20,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from core.errors import InputError  # noqa: E402
 
 _DIR = Path(tempfile.mkdtemp(prefix="lipsync-fuzz-"))
+atexit.register(shutil.rmtree, _DIR, ignore_errors=True)  # each fuzzing process left its folder behind
 
 
 def _file(name: str, data: bytes) -> Path:
