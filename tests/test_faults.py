@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ import soundfile
 from backends.registry import MODELS
 from tests.builders.avatar import make_dataset
 from tests.builders.fake_lanes import FakeLane, FakeRenderedFrame
+from tests.builders.waiting import wait_for
 from tests.builders.onnx_models import make_encoder, make_endless_encoder, make_generator
 from workspace.clock import WallClock
 from workspace.model import Workspace, frame_count_for
@@ -31,14 +31,6 @@ WAIT_S = 120.0  # generous: two shared cores; a bound on waiting, not on speed
 WORKER_THREADS = ("render-worker", "video-export")
 
 
-def wait_for(condition, timeout: float = WAIT_S, poll=None) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if poll is not None:
-            poll()
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.01)
 
 
 class MovedTime:

@@ -15,6 +15,7 @@ from backends.registry import MODELS
 from pipeline.lane import RENDER_BATCH, Lane, open_lanes
 from pipeline.session import LaneSpec, Session
 from tests.builders.fake_lanes import FakeLane
+from tests.builders.waiting import Collector, wait_for
 from workspace.clock import WallClock
 from workspace.frame_cache import FrameCache
 from workspace.model import Workspace, frame_count_for
@@ -24,27 +25,8 @@ from workspace.transport import Transport
 DEMO = Path(__file__).resolve().parents[1] / "resources" / "demo"
 
 
-def wait_for(condition, timeout: float = 60.0) -> None:
-    """Polls a condition; a generous timeout for a shared, slow machine (not a timing assertion)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.005)
 
 
-class Collector:
-    def __init__(self) -> None:
-        self.items: list[object] = []
-        self.lock = threading.Lock()
-
-    def __call__(self, item: object) -> None:
-        with self.lock:
-            self.items.append(item)
-
-    def of(self, kind: type) -> list:
-        with self.lock:
-            return [i for i in self.items if isinstance(i, kind)]
 
 
 class BatchingFakeLane(FakeLane):

@@ -3,38 +3,19 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import numpy as np
 import pytest
 
 from core.errors import InputError
 from tests.builders.fake_lanes import FakeLane
+from tests.builders.waiting import Collector, wait_for
 from workspace.frame_cache import FrameCache
 from workspace.render_worker import FeaturesReady, FrameReady, LaneFailed, LaneJob, RenderWorker, frame_order
 
 
-def wait_for(condition, timeout: float = 30.0) -> None:
-    """Polls a condition; generous timeout because the CI machine is shared and slow. Not a timing assertion."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.005)
 
 
-class Collector:
-    def __init__(self) -> None:
-        self.items: list[object] = []
-        self.lock = threading.Lock()
-
-    def __call__(self, item: object) -> None:
-        with self.lock:
-            self.items.append(item)
-
-    def of(self, kind: type) -> list:
-        with self.lock:
-            return [i for i in self.items if isinstance(i, kind)]
 
 
 @pytest.fixture
