@@ -17,7 +17,6 @@ import argparse
 import json
 import platform
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -44,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from backends.registry import MODELS
+    from cli.bench import StampedResults
     from pipeline.lane import FailedLane, open_lanes
     from pipeline.session import load_session
     from workspace.frame_cache import FrameCache
@@ -56,25 +56,12 @@ def main(argv: list[str] | None = None) -> int:
         print("bench_render: no lane of this session opens", file=sys.stderr)
         return 2
 
-    results: list[tuple[float, object]] = []
-    arrived = threading.Condition()
-
-    def deliver(item: object) -> None:
-        with arrived:
-            results.append((time.perf_counter(), item))
-            arrived.notify_all()
+    results = StampedResults("bench_render: timed out")
 
     def wait_for(predicate, timeout: float = 600.0) -> float:
-        deadline = time.perf_counter() + timeout
-        with arrived:
-            while True:
-                for stamp, item in results:
-                    if predicate(item):
-                        return stamp
-                if not arrived.wait(max(0.0, deadline - time.perf_counter())):
-                    raise SystemExit("bench_render: timed out")
+        return results.wait_for(predicate, timeout)
 
-    worker = RenderWorker(FrameCache(), deliver)
+    worker = RenderWorker(FrameCache(), results)
     jobs = [LaneJob(i, lane, 1.0) for i, lane in enumerate(lanes)]
     try:
         start = time.perf_counter()
@@ -92,8 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         worker.submit(0, live, num_frames, live[0].lane.num_frames)
         expected = num_frames * len(live)
         while True:
-            with arrived:
-                done = sum(isinstance(r, FrameReady) for _, r in results)
+            done = sum(isinstance(r, FrameReady) for _, r in results)
             if done >= expected - len(live):  # frame 0 of every lane is cached already
                 break
             time.sleep(0.01)

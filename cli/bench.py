@@ -30,7 +30,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -195,6 +195,39 @@ def measure_render(lane: Any, frames: int, repeats: int) -> dict[str, Any]:
     }
 
 
+
+class StampedResults:
+    """What a render worker delivers, each with its arrival time: a request is timed to the frame that answers it."""
+
+    def __init__(self, timeout_message: str) -> None:
+        self._items: list[tuple[float, object]] = []
+        self._arrived = threading.Condition()
+        self._timeout_message = timeout_message
+
+    def __call__(self, item: object) -> None:
+        with self._arrived:
+            self._items.append((time.perf_counter(), item))
+            self._arrived.notify_all()
+
+    def __iter__(self) -> Iterator[tuple[float, object]]:
+        with self._arrived:
+            return iter(list(self._items))
+
+    def clear(self) -> None:
+        with self._arrived:
+            self._items.clear()
+
+    def wait_for(self, predicate: Callable[[object], bool], timeout: float = 300.0) -> float:
+        """The arrival time of the first delivery ``predicate`` accepts (waiting for it if needed)."""
+        deadline = time.perf_counter() + timeout
+        with self._arrived:
+            while True:
+                for stamp, item in self._items:
+                    if predicate(item):
+                        return stamp
+                if not self._arrived.wait(max(0.0, deadline - time.perf_counter())):
+                    raise RuntimeError(self._timeout_message)
+
 # -- scale change ---------------------------------------------------------------------------------------------------
 def measure_scale_change(lanes: list[Any], changes: int) -> dict[str, Any]:
     """Paused window: the worker has rendered the lookahead (idle), or is still busy with the previous change's
@@ -202,29 +235,14 @@ def measure_scale_change(lanes: list[Any], changes: int) -> dict[str, Any]:
     from workspace.frame_cache import FrameCache
     from workspace.render_worker import FrameReady, LaneFailed, LaneJob, RenderWorker
 
-    results: list[tuple[float, object]] = []
-    arrived = threading.Condition()
-
-    def deliver(item: object) -> None:
-        with arrived:
-            results.append((time.perf_counter(), item))
-            arrived.notify_all()
-
-    def wait_for(predicate: Callable[[object], bool], timeout: float = 300.0) -> float:
-        deadline = time.perf_counter() + timeout
-        with arrived:
-            while True:
-                for stamp, item in results:
-                    if predicate(item):
-                        return stamp
-                if not arrived.wait(max(0.0, deadline - time.perf_counter())):
-                    raise RuntimeError("bench: the render worker did not answer in time")
+    results = StampedResults("bench: the render worker did not answer in time")
+    wait_for = results.wait_for
 
     def wait_idle(worker: Any) -> None:
         while not worker.idle:
             time.sleep(0.002)
 
-    worker = RenderWorker(FrameCache(), deliver)
+    worker = RenderWorker(FrameCache(), results)
     num_frames = min(lane.num_frames for lane in lanes)
     jobs = [LaneJob(i, lane, 1.0) for i, lane in enumerate(lanes)]
     idle_ms: list[float] = []
@@ -244,8 +262,7 @@ def measure_scale_change(lanes: list[Any], changes: int) -> dict[str, Any]:
                 if not busy:
                     wait_idle(worker)
                 scale += 0.125
-                with arrived:
-                    results.clear()
+                results.clear()
                 submitted = time.perf_counter()
                 worker.submit(frame, [LaneJob(j.lane_id, j.lane, scale if j is target else 1.0) for j in jobs],
                               PAUSED_LOOKAHEAD, num_frames)
