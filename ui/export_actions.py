@@ -240,12 +240,9 @@ class ExportActions(QObject):
     def choose_video(self) -> None:
         if not self._ready():
             return
-        path, _ = QFileDialog.getSaveFileName(self.window, "Export video", "comparison.mp4", "MP4 video (*.mp4)",
-                                              options=QFileDialog.Option.DontConfirmOverwrite)
-        if not path:
-            return
-        path = path if path.lower().endswith(".mp4") else path + ".mp4"
-        self.export_video(path)
+        path = self._ask_path("Export video", "comparison.mp4", "MP4 video (*.mp4)")
+        if path:
+            self.export_video(path)
 
     def export_video(self, path: str | Path, force: bool | None = None) -> VideoExportJob | None:
         """Start exporting to ``path`` on a worker thread and show the progress dialog; returns the job (None when
@@ -326,12 +323,19 @@ class ExportActions(QObject):
 
     # -- picture ------------------------------------------------------------------------------------------------
     def choose_picture(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self.window, "Export picture", "comparison.png", "PNG picture (*.png)",
+        path = self._ask_path("Export picture", "comparison.png", "PNG picture (*.png)")
+        if path:
+            self.export_picture(path)
+
+    def _ask_path(self, title: str, default_name: str, file_filter: str) -> str | None:
+        """A file name from the save dialog with the default's suffix added, or None when cancelled. The dialog does
+        not confirm overwriting: export_video/export_picture ask, for dialog and callers alike."""
+        path, _ = QFileDialog.getSaveFileName(self.window, title, default_name, file_filter,
                                               options=QFileDialog.Option.DontConfirmOverwrite)
         if not path:
-            return
-        path = path if path.lower().endswith(".png") else path + ".png"
-        self.export_picture(path)
+            return None
+        suffix = Path(default_name).suffix
+        return path if path.lower().endswith(suffix) else path + suffix
 
     def export_picture(self, path: str | Path, force: bool | None = None) -> Path | None:
         """The window as it looks now, as a PNG at ``path``; None when it was not written (the reason is shown)."""
